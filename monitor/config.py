@@ -1,0 +1,246 @@
+"""Configuration: `monitor.yaml`, environment variables and embedded defaults.
+
+Parsed once, at the edge, into typed objects. Every problem is reported at
+once with its path in the file (and the line where the file has one):
+
+    monitor.yaml: 2 error(s)
+      kafka.topic (line 3): Input should be a valid string
+      windows.bucket_seconds (line 9): Input should be greater than 0
+
+Precedence: embedded defaults < config file < environment variables.
+Secrets (API token, Kafka SASL password) come from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from monitor.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "monitor.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: list[str] = ["127.0.0.1:9092"]
+    topic: str = "inference-logs"
+    group: str = "lora-monitor"
+    dlq_topic: str | None = Field(None, description="default: <topic>.dlq")
+    client_id: str = "lora-monitor"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(5000, gt=0)
+    session_timeout_ms: int = Field(10000, gt=0)
+    heartbeat_interval_ms: int = Field(3000, gt=0)
+    create_dlq_topic: bool = True
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    ssl_cafile: str | None = None
+    # From MONITOR_KAFKA_SASL_USERNAME / MONITOR_KAFKA_SASL_PASSWORD only.
+    sasl_username: SecretStr | None = Field(None, exclude=True)
+    sasl_password: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+class StateConfig(_Section):
+    url: str = "sqlite:///monitor-state.db"
+    flush_interval_seconds: float = Field(1.0, gt=0)
+    flush_max_records: int = Field(50000, gt=0)
+
+
+class HttpConfig(_Section):
+    address: str = "127.0.0.1:9464"
+    # From MONITOR_API_TOKEN only; mutating endpoints are off without it.
+    api_token: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be host:port, for example 127.0.0.1:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+class WindowConfig(_Section):
+    bucket_seconds: int = Field(60, gt=0)
+    length_seconds: int = Field(900, gt=0)
+    allowed_lateness_seconds: int = Field(300, ge=0)
+    max_domains: int = Field(1000, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_buckets(self):
+        if self.length_seconds % self.bucket_seconds:
+            raise ValueError("length_seconds must be a multiple of bucket_seconds")
+        return self
+
+
+class RecordConfig(_Section):
+    max_bytes: int = Field(1_048_576, gt=0)
+
+
+class FeatureConfig(_Section):
+    attributes: list[str] = ["language", "channel"]
+    max_categories: int = Field(50, gt=0, description="distinct values kept per categorical feature")
+
+
+class QualityConfig(_Section):
+    refusal_patterns: list[str] = [
+        r"\bI can(?:no|')t (?:help|assist)",
+        r"\bI(?: am|'m) (?:sorry|unable)\b",
+        r"\bas an AI\b",
+    ]
+    latency_quantiles: list[float] = [0.5, 0.9, 0.99]
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        import re
+
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from None
+        return patterns
+
+    @field_validator("latency_quantiles")
+    @classmethod
+    def _in_unit_interval(cls, values: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in values):
+            raise ValueError("quantiles must lie strictly between 0 and 1")
+        return values
+
+
+class Config(_Section):
+    kafka: KafkaConfig = KafkaConfig()
+    state: StateConfig = StateConfig()
+    http: HttpConfig = HttpConfig()
+    windows: WindowConfig = WindowConfig()
+    records: RecordConfig = RecordConfig()
+    features: FeatureConfig = FeatureConfig()
+    quality: QualityConfig = QualityConfig()
+
+
+# Environment variable -> (section, field). Secrets appear only here.
+ENVIRONMENT = {
+    "MONITOR_KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "MONITOR_KAFKA_TOPIC": ("kafka", "topic"),
+    "MONITOR_KAFKA_GROUP": ("kafka", "group"),
+    "MONITOR_KAFKA_SASL_USERNAME": ("kafka", "sasl_username"),
+    "MONITOR_KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
+    "MONITOR_STATE_URL": ("state", "url"),
+    "MONITOR_HTTP_ADDRESS": ("http", "address"),
+    "MONITOR_API_TOKEN": ("http", "api_token"),
+}
+_SECRET_FIELDS = {("kafka", "sasl_username"), ("kafka", "sasl_password"), ("http", "api_token")}
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict | None = None) -> Config:
+    """Read the config file (or `./monitor.yaml` when present, else the defaults),
+    apply environment overrides and validate; raise `ConfigError` listing every problem."""
+    environ = os.environ if environ is None else environ
+    source = "embedded defaults"
+    data: dict = {}
+    lines: dict[tuple, int] = {}
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"cannot read: {exc.strerror}"], source) from None
+        data, lines = _parse_yaml(text, source)
+
+    problems: list[str] = []
+    for section, field in _SECRET_FIELDS:
+        if field in (data.get(section) or {}):
+            env = next(k for k, v in ENVIRONMENT.items() if v == (section, field))
+            problems.append(f"{section}.{field}: secrets are not read from files; set {env}")
+            del data[section][field]
+    for variable, (section, field) in ENVIRONMENT.items():
+        if environ.get(variable):
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][field] = environ[variable]
+                lines[(section, field)] = f"from {variable}"
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(error, lines) for error in exc.errors())
+        config = None
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict, dict]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], source) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping, got {type(data).__name__}"], source)
+    lines: dict[tuple, int] = {}
+    _collect_lines(node, (), lines)
+    return data, lines
+
+
+def _collect_lines(node, path: tuple, lines: dict) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = path + (key.value,)
+            lines[child] = key.start_mark.line + 1
+            _collect_lines(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value in enumerate(node.value):
+            lines[path + (index,)] = value.start_mark.line + 1
+            _collect_lines(value, path + (index,), lines)
+
+
+def _describe(error: dict, lines: dict) -> str:
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    path = ".".join(str(part) for part in loc) or "(top level)"
+    where = ""
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in lines:
+            found = lines[loc[:depth]]
+            where = f" ({found})" if isinstance(found, str) else f" (line {found})"
+            break
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "field required"
+    elif error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{path}{where}: {message}"

@@ -1,0 +1,225 @@
+"""The daemon: wires Kafka ingest, the pipeline, the state store and HTTP.
+
+This is the only module that connects the parts. The loop:
+
+1. load state and offsets from the store, publish a first snapshot, serve HTTP;
+2. poll a batch, run each record through the pipeline, send rejects to the DLQ;
+3. every `state.flush_interval_seconds` (or `flush_max_records` records):
+   confirm dead letters, commit state + next offsets in one transaction,
+   commit offsets to Kafka, publish a new snapshot;
+4. if the store (or the DLQ) refuses a commit, pause the partitions, keep
+   polling so the group membership stays alive, retry with backoff, resume;
+5. on SIGTERM: stop polling, flush, commit, close, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from monitor.config import Config
+from monitor.errors import StateError
+from monitor.exporter import SnapshotHolder, make_registry
+from monitor.http import MonitorHTTPServer
+from monitor.ingest.dlq import DeadLetterError
+from monitor.pipeline import Pipeline
+from monitor.state import StateChanges, StateStore
+
+log = logging.getLogger(__name__)
+
+LAG_INTERVAL_SECONDS = 5.0
+PROGRESS_INTERVAL_SECONDS = 10.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class Daemon:
+    """`run()` blocks until `stop()`; returns the exit status."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time,
+                 source_factory=None, dead_letters_factory=None):
+        self.config = config
+        self.clock = clock
+        self._source_factory = source_factory or _kafka_source
+        self._dead_letters_factory = dead_letters_factory or _kafka_dead_letters
+        self.pipeline = Pipeline(config, clock)
+        self.holder = SnapshotHolder()
+        self.store: StateStore | None = None
+        self.source = None
+        self.dead_letters = None
+        self.http: MonitorHTTPServer | None = None
+        self.offsets: dict[tuple[str, int], int] = {}
+        self._unsaved: list[StateChanges] = []
+        self._stop = threading.Event()
+        self._state_loaded = False
+        self._fatal: Exception | None = None
+        self._lag: dict = {}
+
+    # -- lifecycle -----------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._state_loaded:
+            return False, "Not ready: loading state."
+        if self.source is None or not self.source.assigned:
+            return False, "Not ready: waiting for a partition assignment from Kafka."
+        return True, "Ready."
+
+    def start_http(self) -> MonitorHTTPServer:
+        http = self.config.http
+        self.http = MonitorHTTPServer(http.host, http.port, make_registry(self.holder), self.ready)
+        self.http.start()
+        log.info("serving /metrics on %s/metrics", self.http.url)
+        return self.http
+
+    def run(self) -> int:
+        self.store = StateStore(self.config.state.url)
+        stored = self.store.load()
+        self.pipeline.restore(stored)
+        topic = self.config.kafka.topic
+        self.offsets = {tp: o for tp, o in stored.offsets.items() if tp[0] == topic}
+        self.holder.publish(self.pipeline.snapshot())
+        self._state_loaded = True
+        log.info("state loaded: %d domain(s), %d partition offset(s)",
+                 len(stored.records_total), len(self.offsets))
+        if self.http is None:
+            self.start_http()
+        self.dead_letters = self._dead_letters_factory(self.config)
+        self.source = self._source_factory(self.config, self._stored_offsets, self._on_revoked)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 1 if self._fatal else 0
+
+    # -- the loop ------------------------------------------------------------
+    def _loop(self) -> None:
+        cfg = self.config.state
+        process = self.pipeline.process
+        send_dead_letter = self.dead_letters.send
+        next_flush = time.monotonic() + cfg.flush_interval_seconds
+        backoff = 0.0
+        unflushed = 0
+        progress = _Progress(self.pipeline)
+        while not self._stop.is_set() and self._fatal is None:
+            for run in self.source.poll(timeout_ms=200):
+                for message in run:
+                    error = process(message.value)
+                    if error is not None:
+                        send_dead_letter(message, error)
+                last = run[-1]
+                self.offsets[(last.topic, last.partition)] = last.offset + 1
+                unflushed += len(run)
+            now = time.monotonic()
+            if unflushed >= cfg.flush_max_records or now >= next_flush:
+                if self._try_flush():
+                    backoff = 0.0
+                    next_flush = now + cfg.flush_interval_seconds
+                    unflushed = 0
+                else:
+                    backoff = min(MAX_BACKOFF_SECONDS, max(0.5, backoff * 2))
+                    next_flush = now + backoff
+            progress.maybe_log(self._lag)
+
+    def _try_flush(self) -> bool:
+        try:
+            self._flush()
+        except (StateError, DeadLetterError) as exc:
+            if not self.source.paused:
+                log.error("state commit failed, pausing consumption until it succeeds: %s", exc)
+                self.source.pause()
+            return False
+        if self.source.paused:
+            log.info("state commit succeeded again, resuming consumption")
+            self.source.resume()
+        return True
+
+    def _flush(self) -> None:
+        self._unsaved.append(self.pipeline.take_changes(self.offsets))
+        # Dead letters first: a rejected record is in the DLQ before its offset is committed.
+        self.dead_letters.flush()
+        while self._unsaved:
+            self.store.commit(self._unsaved[0])
+            self._unsaved.pop(0)
+        self.source.commit(self.offsets)
+        if time.monotonic() - getattr(self, "_lag_at", 0.0) >= LAG_INTERVAL_SECONDS:
+            self._lag = self.source.lag()
+            self._lag_at = time.monotonic()
+        self.holder.publish(self.pipeline.snapshot(self._lag))
+
+    # -- rebalance callbacks (called from inside poll) -----------------------
+    def _stored_offsets(self, partitions) -> dict[tuple[str, int], int]:
+        wanted = set(partitions)
+        return {tp: o for tp, o in self.offsets.items() if tp in wanted}
+
+    def _on_revoked(self, partitions) -> None:
+        try:
+            self._flush()
+        except (StateError, DeadLetterError) as exc:
+            # The in-memory state is ahead of the store; re-reading the partitions
+            # from the stored offsets would count records twice. Exit instead: a
+            # restart reloads state and offsets that agree.
+            log.critical("cannot persist state before giving up partitions: %s", exc)
+            self._fatal = exc
+            self._stop.set()
+
+    def _shutdown(self) -> None:
+        if self.source is not None and self._fatal is None:
+            for attempt in range(3):
+                if self._try_flush():
+                    break
+                time.sleep(1.0 + attempt)
+            else:
+                log.error("could not flush state at shutdown; unflushed records will be re-read")
+        if self.source is not None:
+            self.source.close()
+        if self.dead_letters is not None and hasattr(self.dead_letters, "close"):
+            self.dead_letters.close()
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+
+class _Progress:
+    """Logs throughput every PROGRESS_INTERVAL_SECONDS while records flow."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.at = time.monotonic()
+        self.seen = self._seen()
+
+    def _seen(self) -> int:
+        return sum(self.pipeline.records_total.values()) + sum(self.pipeline.rejected.values())
+
+    def maybe_log(self, lag: dict) -> None:
+        now = time.monotonic()
+        if now - self.at < PROGRESS_INTERVAL_SECONDS:
+            return
+        seen = self._seen()
+        if seen != self.seen:
+            log.info("processed %d records (%.0f/s); accepted %d, rejected %d; lag %d",
+                     seen - self.seen, (seen - self.seen) / (now - self.at),
+                     sum(self.pipeline.records_total.values()), sum(self.pipeline.rejected.values()),
+                     sum(lag.values()))
+        self.at, self.seen = now, seen
+
+
+def _kafka_source(config: Config, stored_offsets, on_revoked):
+    from monitor.ingest.kafka import KafkaSource
+
+    return KafkaSource(config.kafka, stored_offsets, on_revoked)
+
+
+def _kafka_dead_letters(config: Config):
+    from monitor.ingest.dlq import KafkaDeadLetters
+    from monitor.ingest.kafka import ensure_topic, make_dead_letter_producer
+
+    topic = config.kafka.dead_letter_topic
+    if config.kafka.create_dlq_topic:
+        ensure_topic(config.kafka, topic)
+    return KafkaDeadLetters(make_dead_letter_producer(config.kafka), topic)

@@ -1,0 +1,81 @@
+"""Prometheus collector over the latest `Snapshot` (DESIGN.md §4).
+
+Metrics are yielded fresh at scrape time from an immutable snapshot that the
+pipeline publishes after each state commit, so a scrape never sees a number
+that a crash could take back.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from monitor import __version__
+from monitor import metrics as m
+from monitor.pipeline import Snapshot
+
+
+class SnapshotHolder:
+    """The latest snapshot, swapped atomically by the pipeline thread."""
+
+    def __init__(self, snapshot: Snapshot | None = None):
+        self._snapshot = snapshot or Snapshot()
+        self._lock = threading.Lock()
+
+    def publish(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+
+    def get(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    # CounterMetricFamily appends `_total` itself.
+    return CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+
+
+class MonitorCollector(Collector):
+    """Yields the ingest metrics of DESIGN.md §4 from `snapshot()`."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]):
+        self._snapshot = snapshot
+
+    def collect(self):
+        snap = self._snapshot()
+        records = _counter(m.RECORDS_TOTAL, "Records accepted, per domain.", ["domain"])
+        samples = GaugeMetricFamily(m.WINDOW_SAMPLES, "Records in the domain's current window.",
+                                    labels=["domain"])
+        quality = GaugeMetricFamily(m.QUALITY, "Quality signals over the current window.",
+                                    labels=["domain", "signal"])
+        latency = GaugeMetricFamily(m.LATENCY_SECONDS, "Request latency quantiles over the "
+                                    "current window (1% relative accuracy).",
+                                    labels=["domain", "quantile"])
+        for d in snap.domains:
+            records.add_metric([d.domain], d.records_total)
+            samples.add_metric([d.domain], d.samples)
+            for signal, value in sorted(d.quality.items()):
+                quality.add_metric([d.domain, signal], value)
+            for q, value in sorted(d.latency.items()):
+                latency.add_metric([d.domain, repr(q)], value)
+        rejected = _counter(m.RECORDS_REJECTED_TOTAL, "Records rejected, per reason; each is in "
+                            "the dead-letter topic.", ["reason"])
+        for reason, count in sorted(snap.rejected.items()):
+            rejected.add_metric([reason], count)
+        lag = GaugeMetricFamily(m.CONSUMER_LAG, "Messages behind the partition's end offset.",
+                                labels=["topic", "partition"])
+        for (topic, partition), value in sorted(snap.consumer_lag.items()):
+            lag.add_metric([topic, str(partition)], value)
+        build = GaugeMetricFamily(m.BUILD_INFO, "Build of the monitor.", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield from (records, rejected, samples, quality, latency, lag, build)
+
+
+def make_registry(holder: SnapshotHolder) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MonitorCollector(holder.get))
+    return registry

@@ -1,0 +1,5 @@
+"""Record sources (Kafka, a replay file) and the dead-letter sink."""
+
+from monitor.ingest.source import Message
+
+__all__ = ["Message"]

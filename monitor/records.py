@@ -1,0 +1,257 @@
+"""Inference log record, schema v1 (DESIGN.md §3): decoding and validation.
+
+`decode(raw)` turns the bytes of one Kafka message into a `Record` or raises
+`RecordError` with a reason from `REJECT_REASONS`. It never raises anything
+else, whatever the input (a hypothesis test holds it to that).
+
+>>> r = decode(b'{"schema_version": 1, "timestamp": 0, "domain": "legal", "input": {"tokens": 3}}')
+>>> (r.domain, r.prompt_tokens, r.timestamp)
+('legal', 3, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+
+_fromisoformat = datetime.fromisoformat
+
+import orjson
+
+from monitor.errors import RecordError
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_BYTES = 1_048_576
+
+# The fixed set of reasons a record is rejected for; the label values of
+# monitor_records_rejected_total{reason}.
+INVALID_JSON = "invalid_json"
+NOT_OBJECT = "not_object"
+TOO_LARGE = "too_large"
+MISSING_FIELD = "missing_field"
+BAD_TYPE = "bad_type"
+BAD_VALUE = "bad_value"
+BAD_TIMESTAMP = "bad_timestamp"
+UNSUPPORTED_VERSION = "unsupported_version"
+LATE = "late"
+DOMAIN_LIMIT = "domain_limit"
+REJECT_REASONS = (
+    INVALID_JSON, NOT_OBJECT, TOO_LARGE, MISSING_FIELD, BAD_TYPE, BAD_VALUE,
+    BAD_TIMESTAMP, UNSUPPORTED_VERSION, LATE, DOMAIN_LIMIT,
+)
+
+DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_domain_match = DOMAIN_PATTERN.fullmatch
+_MIN_TS = 0.0  # 1970-01-01
+_MAX_TS = 7258118400.0  # 2200-01-01
+_INF = math.inf
+_ATTRIBUTE_TYPES = (str, int, float, bool)
+
+
+class Record:
+    """One accepted record, reduced to what the pipeline uses."""
+
+    __slots__ = (
+        "timestamp", "domain", "request_id", "model_kind", "model_version",
+        "prompt_tokens", "prompt_chars", "input_text", "output_text", "output_tokens",
+        "finish_reason", "mean_logprob", "latency_ms", "status", "feedback_score",
+        "attributes",
+    )
+
+    def __init__(self, timestamp, domain, request_id=None, model_kind=None, model_version=None,
+                 prompt_tokens=None, prompt_chars=None, input_text=None, output_text=None,
+                 output_tokens=None, finish_reason=None, mean_logprob=None, latency_ms=None,
+                 status=None, feedback_score=None, attributes=None):
+        self.timestamp = timestamp
+        self.domain = domain
+        self.request_id = request_id
+        self.model_kind = model_kind
+        self.model_version = model_version
+        self.prompt_tokens = prompt_tokens
+        self.prompt_chars = prompt_chars
+        self.input_text = input_text
+        self.output_text = output_text
+        self.output_tokens = output_tokens
+        self.finish_reason = finish_reason
+        self.mean_logprob = mean_logprob
+        self.latency_ms = latency_ms
+        self.status = status
+        self.feedback_score = feedback_score
+        self.attributes = attributes
+
+    def __repr__(self) -> str:
+        return f"Record(domain={self.domain!r}, timestamp={self.timestamp!r})"
+
+
+def _fail(reason: str, message: str):
+    raise RecordError(reason, message)
+
+
+def _number(obj: dict, key: str, where: str):
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is bool or not isinstance(value, (int, float)):
+        _fail(BAD_TYPE, f"{where}{key} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        _fail(BAD_VALUE, f"{where}{key} must be finite")
+    return float(value)
+
+
+def _count(obj: dict, key: str, where: str):
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is not int:
+        _fail(BAD_TYPE, f"{where}{key} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        _fail(BAD_VALUE, f"{where}{key} must be >= 0")
+    return value
+
+
+def _string(obj: dict, key: str, where: str):
+    value = obj.get(key)
+    if value is None or type(value) is str:
+        return value
+    _fail(BAD_TYPE, f"{where}{key} must be a string, got {type(value).__name__}")
+
+
+def parse_timestamp(value) -> float:
+    """Epoch seconds from an RFC 3339 string or epoch milliseconds."""
+    if type(value) is str:
+        try:
+            parsed = _fromisoformat(value)
+        except ValueError:
+            _fail(BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not RFC 3339")
+        if parsed.tzinfo is None or len(value) < 20:
+            _fail(BAD_TIMESTAMP, f"timestamp {value[:40]!r} needs a date, a time and a UTC offset")
+        seconds = parsed.timestamp()
+    elif type(value) in (int, float):
+        if not math.isfinite(value):
+            _fail(BAD_TIMESTAMP, "timestamp must be finite")
+        seconds = value / 1000.0
+    else:
+        _fail(BAD_TIMESTAMP, f"timestamp must be an RFC 3339 string or epoch milliseconds, "
+                             f"got {type(value).__name__}")
+    if not _MIN_TS <= seconds < _MAX_TS:
+        _fail(BAD_TIMESTAMP, "timestamp is outside 1970..2200")
+    return seconds
+
+
+def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Record:
+    """Decode and validate one message value; raise `RecordError` on any problem."""
+    if raw is None:
+        _fail(INVALID_JSON, "empty message (tombstone)")
+    if len(raw) > max_bytes:
+        _fail(TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        _fail(INVALID_JSON, str(exc)[:200])
+    if type(doc) is not dict:
+        _fail(NOT_OBJECT, f"record must be a JSON object, got {type(doc).__name__}")
+    return _validate(doc)
+
+
+def _validate(doc: dict) -> Record:
+    # The common case (a well-formed record) runs without helper calls: this is
+    # the hot path of ingest. Anything unusual falls to the checks that name it.
+    version = doc.get("schema_version")
+    if version is not SCHEMA_VERSION and (type(version) is not int or version != SCHEMA_VERSION):
+        if version is None:
+            _fail(MISSING_FIELD, "schema_version is required")
+        if type(version) is not int:
+            _fail(BAD_TYPE, f"schema_version must be an integer, got {type(version).__name__}")
+        _fail(UNSUPPORTED_VERSION, f"schema_version {version} is not supported (expected 1)")
+    ts = doc.get("timestamp")
+    if ts is None:
+        _fail(MISSING_FIELD, "timestamp is required")
+    timestamp = parse_timestamp(ts)
+    domain = doc.get("domain")
+    if type(domain) is not str or _domain_match(domain) is None:
+        if domain is None:
+            _fail(MISSING_FIELD, "domain is required")
+        if type(domain) is not str:
+            _fail(BAD_TYPE, f"domain must be a string, got {type(domain).__name__}")
+        _fail(BAD_VALUE, "domain must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+    inp = doc.get("input")
+    if type(inp) is not dict:
+        if inp is None:
+            _fail(MISSING_FIELD, "input.text or input.tokens is required")
+        _fail(BAD_TYPE, f"input must be an object, got {type(inp).__name__}")
+    input_text = inp.get("text")
+    prompt_tokens = inp.get("tokens")
+    if input_text is None and prompt_tokens is None:
+        _fail(MISSING_FIELD, "input.text or input.tokens is required")
+    if (input_text is not None and type(input_text) is not str) or (
+            prompt_tokens is not None and (type(prompt_tokens) is not int or prompt_tokens < 0)):
+        input_text = _string(inp, "text", "input.")
+        prompt_tokens = _count(inp, "tokens", "input.")
+
+    out = doc.get("output")
+    if out is not None:
+        if type(out) is not dict:
+            _fail(BAD_TYPE, f"output must be an object, got {type(out).__name__}")
+        output_text = out.get("text")
+        output_tokens = out.get("tokens")
+        finish_reason = out.get("finish_reason")
+        mean_logprob = out.get("mean_logprob")
+        if (output_text is not None and type(output_text) is not str) or (
+                output_tokens is not None and (type(output_tokens) is not int or output_tokens < 0)) or (
+                finish_reason is not None and type(finish_reason) is not str) or (
+                mean_logprob is not None and type(mean_logprob) is not float):
+            output_text = _string(out, "text", "output.")
+            output_tokens = _count(out, "tokens", "output.")
+            finish_reason = _string(out, "finish_reason", "output.")
+            mean_logprob = _number(out, "mean_logprob", "output.")
+    else:
+        output_text = output_tokens = finish_reason = mean_logprob = None
+
+    model = doc.get("model")
+    if model is not None:
+        if type(model) is not dict:
+            _fail(BAD_TYPE, f"model must be an object, got {type(model).__name__}")
+        model_kind = model.get("kind")
+        model_version = model.get("version")
+        if (model_kind is not None and type(model_kind) is not str) or (
+                model_version is not None and type(model_version) is not str):
+            model_kind = _string(model, "kind", "model.")
+            model_version = _string(model, "version", "model.")
+    else:
+        model_kind = model_version = None
+
+    latency_ms = doc.get("latency_ms")
+    if latency_ms is not None and (type(latency_ms) is not float or not 0.0 <= latency_ms < _INF):
+        latency_ms = _number(doc, "latency_ms", "")
+        if latency_ms < 0:
+            _fail(BAD_VALUE, "latency_ms must be >= 0")
+    feedback = doc.get("feedback")
+    if feedback is not None:
+        if type(feedback) is not dict:
+            _fail(BAD_TYPE, f"feedback must be an object, got {type(feedback).__name__}")
+        feedback_score = _number(feedback, "score", "feedback.")
+    else:
+        feedback_score = None
+    request_id = doc.get("request_id")
+    status = doc.get("status")
+    if (request_id is not None and type(request_id) is not str) or (
+            status is not None and type(status) is not str):
+        request_id = _string(doc, "request_id", "")
+        status = _string(doc, "status", "")
+
+    attributes = doc.get("attributes")
+    if attributes is not None:
+        if type(attributes) is not dict:
+            _fail(BAD_TYPE, f"attributes must be an object, got {type(attributes).__name__}")
+        for key, value in attributes.items():
+            if value is not None and type(value) not in _ATTRIBUTE_TYPES:
+                _fail(BAD_TYPE, f"attributes.{key[:40]} must be a string, number or boolean")
+
+    return Record(
+        timestamp, domain, request_id, model_kind, model_version, prompt_tokens,
+        len(input_text) if input_text is not None else None, input_text, output_text,
+        output_tokens, finish_reason, mean_logprob, latency_ms, status, feedback_score,
+        attributes,
+    )

@@ -1,0 +1,159 @@
+"""State store over SQLAlchemy Core: SQLite by default, Postgres by URL.
+
+`commit(changes)` writes changed window buckets, counters and the next
+offsets in one transaction, so the stored state always matches the stored
+offsets exactly: after a crash the daemon reloads both and re-reads from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import create_engine, delete, event, select, tuple_
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.errors import StateError
+from monitor.state import schema
+from monitor.state.schema import SCHEMA_VERSION
+
+
+@dataclass
+class StoredState:
+    """Everything read back at start-up."""
+
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    watermarks: dict[str, float] = field(default_factory=dict)
+    records_total: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StateChanges:
+    """One transaction's worth of changes; counters are absolute values."""
+
+    buckets: list[tuple[str, int, bytes]] = field(default_factory=list)
+    dropped_buckets: list[tuple[str, int]] = field(default_factory=list)
+    domains: dict[str, tuple[float, int]] = field(default_factory=dict)  # watermark, records_total
+    rejected: dict[str, int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class StateStore:
+    """Opens (and creates or migrates) the store at `url`.
+
+    >>> store = StateStore("sqlite://")
+    >>> store.commit(StateChanges(domains={"legal": (1.0, 3)}, offsets={("logs", 0): 3}))
+    >>> store.load().records_total, store.load().offsets
+    ({'legal': 3}, {('logs', 0): 3})
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            self._migrate()
+        except SQLAlchemyError as exc:
+            raise StateError(f"state store {_redact(url)}: {exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            schema.metadata.create_all(conn)
+            row = conn.execute(select(schema.meta.c.value)
+                               .where(schema.meta.c.key == "schema_version")).first()
+            if row is None:
+                conn.execute(schema.meta.insert().values(key="schema_version",
+                                                         value=str(SCHEMA_VERSION)))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StateError(f"state store {_redact(self.url)} has schema version {row[0]}, "
+                                 f"newer than this monitor's {SCHEMA_VERSION}; upgrade the monitor")
+
+    def load(self) -> StoredState:
+        state = StoredState()
+        with self.engine.connect() as conn:
+            for topic, partition, offset in conn.execute(select(schema.offsets)):
+                state.offsets[(topic, partition)] = offset
+            for domain, watermark, total in conn.execute(select(schema.domains)):
+                state.watermarks[domain] = watermark
+                state.records_total[domain] = total
+            for domain, start, data in conn.execute(select(schema.window_buckets)):
+                state.buckets.setdefault(domain, {})[start] = data
+            for reason, count in conn.execute(select(schema.rejected)):
+                state.rejected[reason] = count
+        return state
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.offsets.c.partition, schema.offsets.c.next_offset)
+                                .where(schema.offsets.c.topic == topic))
+            return dict(rows.all())
+
+    def commit(self, changes: StateChanges) -> None:
+        """Write all of `changes` atomically; raise `StateError` when the store refuses."""
+        try:
+            with self.engine.begin() as conn:
+                if changes.dropped_buckets:
+                    table = schema.window_buckets
+                    conn.execute(delete(table).where(
+                        tuple_(table.c.domain, table.c.start).in_(changes.dropped_buckets)))
+                _upsert(conn, schema.window_buckets, ("domain", "start"),
+                        [{"domain": d, "start": s, "data": b} for d, s, b in changes.buckets])
+                _upsert(conn, schema.domains, ("domain",),
+                        [{"domain": d, "watermark": w, "records_total": t}
+                         for d, (w, t) in changes.domains.items()])
+                _upsert(conn, schema.rejected, ("reason",),
+                        [{"reason": r, "count": c} for r, c in changes.rejected.items()])
+                _upsert(conn, schema.offsets, ("topic", "partition"),
+                        [{"topic": t, "partition": p, "next_offset": o}
+                         for (t, p), o in changes.offsets.items()])
+        except SQLAlchemyError as exc:
+            raise StateError(f"state store {_redact(self.url)}: commit failed: "
+                             f"{str(exc).splitlines()[0]}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            # WAL + NORMAL: a committed transaction survives a killed process,
+            # and readers (the CLI, tests) do not block the daemon.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _upsert(conn, table, keys: tuple[str, ...], rows: list[dict]) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise StateError(f"unsupported database {dialect!r}: use sqlite or postgresql")
+    stmt = insert(table)
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
