@@ -136,13 +136,17 @@ class Daemon:
             self.source.resume()
         return True
 
-    def _flush(self) -> None:
+    def _flush(self, in_rebalance: bool = False) -> None:
         self._unsaved.append(self.pipeline.take_changes(self.offsets))
         # Dead letters first: a rejected record is in the DLQ before its offset is committed.
         self.dead_letters.flush()
         while self._unsaved:
             self.store.commit(self._unsaved[0])
             self._unsaved.pop(0)
+        if in_rebalance:
+            # Called on kafka-python's IO thread, which must not block on the
+            # consumer; the store already holds the offsets that matter.
+            return
         self.source.commit(self.offsets)
         if time.monotonic() - getattr(self, "_lag_at", 0.0) >= LAG_INTERVAL_SECONDS:
             self._lag = self.source.lag()
@@ -156,7 +160,7 @@ class Daemon:
 
     def _on_revoked(self, partitions) -> None:
         try:
-            self._flush()
+            self._flush(in_rebalance=True)
         except (StateError, DeadLetterError) as exc:
             # The in-memory state is ahead of the store; re-reading the partitions
             # from the stored offsets would count records twice. Exit instead: a
