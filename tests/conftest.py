@@ -1,17 +1,20 @@
-"""Shared fixtures: the GPU marker rule and a fresh config per test."""
+"""Shared test set-up: tests marked `gpu` are skipped without a CUDA device."""
 
 import pytest
 
 
-def pytest_collection_modifyitems(config, items):
+def _has_gpu() -> bool:
     try:
-        import torch  # noqa: F401 - only to ask whether a GPU is there
-
-        has_gpu = torch.cuda.is_available()
+        import torch
     except Exception:
-        has_gpu = False
-    if not has_gpu:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    # torch is imported only when a gpu test was collected: the ingest tests never load it.
+    if gpu_items and not _has_gpu():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip)
+        for item in gpu_items:
+            item.add_marker(skip)
