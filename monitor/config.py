@@ -40,6 +40,9 @@ class KafkaConfig(_Section):
     session_timeout_ms: int = Field(10000, gt=0)
     heartbeat_interval_ms: int = Field(3000, gt=0)
     create_dlq_topic: bool = True
+    # "process": kafka-python runs in a child process, on another core than the
+    # pipeline (faster); "inline": one process (simpler to debug).
+    fetcher: Literal["process", "inline"] = "process"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     ssl_cafile: str | None = None
@@ -115,6 +118,7 @@ class QualityConfig(_Section):
         r"\bI(?: am|'m) (?:sorry|unable)\b",
         r"\bas an AI\b",
     ]
+    refusal_scan_chars: int = Field(160, gt=0, description="output characters matched against the patterns")
     latency_quantiles: list[float] = [0.5, 0.9, 0.99]
 
     @field_validator("refusal_patterns")

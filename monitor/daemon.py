@@ -24,6 +24,7 @@ from monitor.errors import StateError
 from monitor.exporter import SnapshotHolder, make_registry
 from monitor.http import MonitorHTTPServer
 from monitor.ingest.dlq import DeadLetterError
+from monitor.ingest.fetcher import FetcherDied, FetcherSource
 from monitor.pipeline import Pipeline
 from monitor.state import StateChanges, StateStore
 
@@ -90,6 +91,9 @@ class Daemon:
         self.source = self._source_factory(self.config, self._stored_offsets, self._on_revoked)
         try:
             self._loop()
+        except FetcherDied as exc:
+            log.error("%s; stopping (a restart resumes from the stored offsets)", exc)
+            self._fatal = exc
         finally:
             self._shutdown()
         return 1 if self._fatal else 0
@@ -105,12 +109,11 @@ class Daemon:
         progress = _Progress(self.pipeline)
         while not self._stop.is_set() and self._fatal is None:
             for run in self.source.poll(timeout_ms=200):
-                for message in run:
-                    error = process(message.value)
+                for index, value in enumerate(run.values):
+                    error = process(value)
                     if error is not None:
-                        send_dead_letter(message, error)
-                last = run[-1]
-                self.offsets[(last.topic, last.partition)] = last.offset + 1
+                        send_dead_letter(run.message(index), error)
+                self.offsets[(run.topic, run.partition)] = run.next_offset
                 unflushed += len(run)
             now = time.monotonic()
             if unflushed >= cfg.flush_max_records or now >= next_flush:
@@ -170,7 +173,7 @@ class Daemon:
             self._stop.set()
 
     def _shutdown(self) -> None:
-        if self.source is not None and self._fatal is None:
+        if self.source is not None and not isinstance(self._fatal, (StateError, DeadLetterError)):
             for attempt in range(3):
                 if self._try_flush():
                     break
@@ -214,6 +217,9 @@ class _Progress:
 
 
 def _kafka_source(config: Config, stored_offsets, on_revoked):
+    if config.kafka.fetcher == "process":
+        return FetcherSource(config.kafka, stored_offsets, on_revoked,
+                             log_level=logging.getLogger().getEffectiveLevel())
     from monitor.ingest.kafka import KafkaSource
 
     return KafkaSource(config.kafka, stored_offsets, on_revoked)

@@ -55,7 +55,8 @@ class Pipeline:
         self.windows = WindowSet(w.bucket_seconds, w.length_seconds, w.allowed_lateness_seconds,
                                  w.max_domains, clock)
         self._extract = FeatureExtractor(config.features.attributes).extract
-        self._flags = QualityJudge(config.quality.refusal_patterns).flags
+        self._flags = QualityJudge(config.quality.refusal_patterns,
+                                   config.quality.refusal_scan_chars).flags
         self._max_bytes = config.records.max_bytes
         self._quantiles = tuple(config.quality.latency_quantiles)
         self.records_total: dict[str, int] = {}

@@ -1,5 +1,5 @@
 """Record sources (Kafka, a replay file) and the dead-letter sink."""
 
-from monitor.ingest.source import Message
+from monitor.ingest.source import Message, Run
 
-__all__ = ["Message"]
+__all__ = ["Message", "Run"]

@@ -18,7 +18,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from monitor.config import KafkaConfig
-from monitor.ingest.source import Message
+from monitor.ingest.source import Run
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,12 @@ class KafkaSource:
         )
         self.consumer.subscribe([config.topic], listener=_Rebalance(self))
 
-    def poll(self, timeout_ms: int) -> list[list[Message]]:
-        """One poll: a list of per-partition runs of messages, each in offset order.
-
-        The items are kafka-python's ConsumerRecords, which carry the same
-        attributes as `Message`; not copying them keeps the hot path short."""
+    def poll(self, timeout_ms: int) -> list[Run]:
+        """One poll: a `Run` per partition that returned records."""
         batches = self.consumer.poll(timeout_ms=timeout_ms)
-        return [records for records in batches.values() if records]
+        return [Run(tp.topic, tp.partition, [r.offset for r in records],
+                    [r.key for r in records], [r.value for r in records])
+                for tp, records in batches.items() if records]
 
     def commit(self, offsets: OffsetMap) -> None:
         """Commit to Kafka for visibility; failures are logged, the store stays authoritative."""

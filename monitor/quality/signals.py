@@ -1,7 +1,8 @@
 """Per-record quality flags and the window-level quality signals built from them.
 
 A record is an *error* when its `status` is present and not "ok"; a *refusal*
-when its output text matches one of the configured patterns; *empty* when it
+when the start of its output text (`scan_chars`, default 160) matches one of
+the configured patterns; *empty* when it
 has an output whose text is "" or whose token count is 0.
 
 >>> judge = QualityJudge([r"\\bI can't help"])
@@ -19,14 +20,16 @@ import re
 # Label values of monitor_quality{signal}.
 SIGNALS = ("error_ratio", "refusal_ratio", "empty_output_ratio", "mean_logprob", "feedback_mean")
 
-# Refusals announce themselves early; scanning a bounded prefix keeps long outputs cheap.
-_SCAN_CHARS = 1000
+# Refusals announce themselves in the first sentence; scanning a bounded prefix
+# keeps the cost per record flat however long the outputs are.
+DEFAULT_SCAN_CHARS = 160
 
 
 class QualityJudge:
     """Holds the compiled refusal patterns; `flags(record)` classifies one record."""
 
-    def __init__(self, refusal_patterns: list[str]):
+    def __init__(self, refusal_patterns: list[str], scan_chars: int = DEFAULT_SCAN_CHARS):
+        self._scan = scan_chars
         combined = "|".join(f"(?:{p})" for p in refusal_patterns)
         self._refusal = re.compile(combined, re.IGNORECASE).search if refusal_patterns else None
 
@@ -39,7 +42,7 @@ class QualityJudge:
         has_output = text is not None or tokens is not None
         if not has_output:
             return is_error, False, False, False
-        is_refusal = bool(text) and self._refusal is not None and self._refusal(text[:_SCAN_CHARS]) is not None
+        is_refusal = bool(text) and self._refusal is not None and self._refusal(text[:self._scan]) is not None
         is_empty = text == "" or tokens == 0
         return is_error, True, is_refusal, is_empty
 

@@ -1,0 +1,170 @@
+"""Ingest benchmarks (issue 2): run with `make bench` or `.venv/bin/python bench/ingest.py`.
+
+1. pipeline: decode + features + windows without Kafka, records/s on one core;
+2. end to end from the local Tansu broker, side by side with a bare
+   kafka-python consumer reading the same topic in the same run; ratio ours/bare;
+3. memory: resident set size after 100k and after 1M records (bounded state).
+
+Prints a markdown table and writes bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monitor.broker import LocalBroker, free_port  # noqa: E402
+from monitor.config import load_config  # noqa: E402
+from monitor.pipeline import Pipeline  # noqa: E402
+from monitor.synthetic import produce, traffic  # noqa: E402
+
+TOPIC = "bench-logs"
+
+
+def _config(**env):
+    return load_config(None, environ=env)
+
+
+def bench_pipeline(n: int) -> dict:
+    values = [m.value for m in traffic(n, start=time.time() - n / 200, rate=200, malformed_every=100)]
+    size = statistics.mean(len(v) for v in values)
+    pipeline = Pipeline(_config(), clock=time.time)
+    process = pipeline.process
+    cpu = time.process_time()
+    for value in values:
+        process(value)
+    cpu = time.process_time() - cpu
+    return {"records": n, "mean_bytes": round(size), "cpu_seconds": round(cpu, 3),
+            "records_per_second_per_core": round(n / cpu)}
+
+
+def _bare_consumer(bootstrap: str, group: str, n: int) -> float:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=5000, session_timeout_ms=6000,
+                             heartbeat_interval_ms=1000)
+    seen, started = 0, None
+    while seen < n:
+        batches = consumer.poll(timeout_ms=1000)
+        if batches and started is None:
+            started = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                _ = record.value
+            seen += len(records)
+    elapsed = time.perf_counter() - started
+    consumer.close(autocommit=False)
+    return n / elapsed
+
+
+def _our_daemon(bootstrap: str, group: str, n: int, state_dir: str) -> float:
+    from monitor.daemon import Daemon
+
+    config = _config(MONITOR_KAFKA_BOOTSTRAP_SERVERS=bootstrap, MONITOR_KAFKA_TOPIC=TOPIC,
+                     MONITOR_KAFKA_GROUP=group, MONITOR_HTTP_ADDRESS=f"127.0.0.1:{free_port()}",
+                     MONITOR_STATE_URL=f"sqlite:///{state_dir}/{group}.db")
+    config = config.model_copy(update={"kafka": config.kafka.model_copy(
+        update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000})})
+    daemon = Daemon(config)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    pipeline = daemon.pipeline
+
+    def seen() -> int:
+        return sum(pipeline.records_total.values()) + sum(pipeline.rejected.values())
+
+    while seen() == 0:
+        time.sleep(0.002)
+    started = time.perf_counter()
+    while seen() < n:
+        time.sleep(0.01)
+    # Include the commit of the last records: wait until the snapshot shows them.
+    while (daemon.holder.get().accepted + sum(daemon.holder.get().rejected.values())) < n:
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    daemon.stop()
+    thread.join(timeout=30)
+    return n / elapsed
+
+
+def bench_end_to_end(n: int, rounds: int) -> dict:
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as state_dir:
+        broker.create_topic(TOPIC, partitions=3)
+        produce(broker.bootstrap_servers, TOPIC,
+                traffic(n, start=time.time() - n / 200, rate=200, malformed_every=100))
+        bare, ours = [], []
+        for r in range(rounds):
+            bare.append(_bare_consumer(broker.bootstrap_servers, f"bare-{r}", n))
+            ours.append(_our_daemon(broker.bootstrap_servers, f"ours-{r}", n, state_dir))
+            print(f"  round {r + 1}: bare {bare[-1]:.0f}/s, ours {ours[-1]:.0f}/s", file=sys.stderr)
+    bare_m, ours_m = statistics.median(bare), statistics.median(ours)
+    return {"records": n, "rounds": rounds, "bare_records_per_second": round(bare_m),
+            "ours_records_per_second": round(ours_m), "ratio": round(ours_m / bare_m, 3),
+            "bare_runs": [round(x) for x in bare], "ours_runs": [round(x) for x in ours]}
+
+
+def bench_memory(checkpoints=(100_000, 1_000_000)) -> dict:
+    pipeline = Pipeline(_config(), clock=time.time)
+    process = pipeline.process
+    process_info = psutil.Process()
+    start = time.time() - checkpoints[-1] / 200
+    rss, done = {}, 0
+    # Event time advances at 200 records/s, so the 1M records span ~83 minutes
+    # and the 15-minute windows roll over many times.
+    for message in traffic(checkpoints[-1], start=start, rate=200, malformed_every=100):
+        process(message.value)
+        done += 1
+        if done in checkpoints:
+            pipeline.take_changes({})
+            gc.collect()
+            rss[done] = process_info.memory_info().rss
+    first, last = rss[checkpoints[0]], rss[checkpoints[-1]]
+    return {f"rss_mib_after_{k}": round(v / 2**20, 1) for k, v in rss.items()} | {
+        "growth": round((last - first) / first, 4)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip", action="append", default=[], choices=["pipeline", "e2e", "memory"])
+    args = parser.parse_args()
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    try:
+        import crc32c  # noqa: F401
+        results["machine"]["kafka_crc"] = "crc32c (C)"
+    except ImportError:
+        results["machine"]["kafka_crc"] = "pure Python"
+    if "pipeline" not in args.skip:
+        results["pipeline"] = bench_pipeline(args.records)
+        print("pipeline:", results["pipeline"], file=sys.stderr)
+    if "e2e" not in args.skip:
+        results["end_to_end"] = bench_end_to_end(args.records, args.rounds)
+        print("end to end:", results["end_to_end"], file=sys.stderr)
+    if "memory" not in args.skip:
+        results["memory"] = bench_memory()
+        print("memory:", results["memory"], file=sys.stderr)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

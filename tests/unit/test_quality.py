@@ -1,0 +1,184 @@
+"""Unit tests of monitor.quality: per-record flags and window-level quality signals."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from monitor.config import QualityConfig
+from monitor.quality import SIGNALS, QualityJudge, quality_signals
+from monitor.records import decode
+from monitor.windows import Bucket
+
+DEFAULT_PATTERNS = QualityConfig().refusal_patterns
+
+
+def record(**fields):
+    doc = {"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"tokens": 1}}
+    doc.update(fields)
+    return decode(orjson.dumps(doc))
+
+
+@pytest.fixture
+def judge() -> QualityJudge:
+    return QualityJudge(DEFAULT_PATTERNS)
+
+
+# -- flags: (is_error, has_output, is_refusal, is_empty) --------------------------
+
+def test_ok_status_with_output_is_not_an_error(judge):
+    assert judge.flags(record(status="ok", output={"text": "Fine.", "tokens": 2})) == (
+        False, True, False, False)
+
+
+@pytest.mark.parametrize("status", ["error", "timeout", "OK", "failed", ""])
+def test_any_status_other_than_ok_is_an_error(judge, status):
+    is_error, *_ = judge.flags(record(status=status, output={"text": "x"}))
+
+    assert is_error
+
+
+def test_absent_status_is_not_an_error(judge):
+    assert judge.flags(record(output={"text": "x"}))[0] is False
+
+
+def test_record_without_output_has_no_output_flags(judge):
+    assert judge.flags(record(status="ok")) == (False, False, False, False)
+
+
+def test_error_without_output_is_flagged_as_error_only(judge):
+    assert judge.flags(record(status="error")) == (True, False, False, False)
+
+
+def test_output_with_only_a_finish_reason_counts_as_no_output(judge):
+    assert judge.flags(record(output={"finish_reason": "stop"}))[1] is False
+
+
+@pytest.mark.parametrize("text", [
+    "I can't help with that.",
+    "Sorry, I cannot assist with this request.",
+    "I'm sorry, but no.",
+    "I am unable to do that.",
+    "As an AI language model, I won't.",
+])
+def test_refusal_is_detected_by_the_default_patterns(judge, text):
+    assert judge.flags(record(output={"text": text})) == (False, True, True, False)
+
+
+@pytest.mark.parametrize("text", [
+    "I CAN'T HELP WITH THAT",
+    "i'm SORRY",
+    "AS AN ai",
+])
+def test_refusal_patterns_match_case_insensitively(judge, text):
+    assert judge.flags(record(output={"text": text}))[2] is True
+
+
+@pytest.mark.parametrize("text", [
+    "Here is the answer.",
+    "I can help with that.",
+    "The sorry state of affairs",  # 'sorry' alone is not a refusal
+])
+def test_ordinary_answers_are_not_refusals(judge, text):
+    assert judge.flags(record(output={"text": text}))[2] is False
+
+
+def test_custom_refusal_patterns_replace_the_defaults():
+    judge = QualityJudge([r"\bnope\b"])
+
+    assert judge.flags(record(output={"text": "NOPE, not today"}))[2] is True
+    assert judge.flags(record(output={"text": "I can't help"}))[2] is False
+
+
+def test_no_refusal_patterns_means_no_refusals():
+    judge = QualityJudge([])
+
+    assert judge.flags(record(output={"text": "I can't help with that"}))[2] is False
+
+
+def test_refusal_is_looked_for_only_near_the_start_of_long_outputs(judge):
+    early = "I'm sorry, " + "x" * 5000
+    late = "x" * 5000 + " I'm sorry"
+
+    assert judge.flags(record(output={"text": early}))[2] is True
+    assert judge.flags(record(output={"text": late}))[2] is False
+
+
+def test_empty_text_is_an_empty_output(judge):
+    assert judge.flags(record(output={"text": ""})) == (False, True, False, True)
+
+
+def test_zero_output_tokens_is_an_empty_output(judge):
+    assert judge.flags(record(output={"tokens": 0})) == (False, True, False, True)
+
+
+def test_zero_tokens_with_text_is_still_an_empty_output(judge):
+    assert judge.flags(record(output={"text": "x", "tokens": 0}))[3] is True
+
+
+def test_output_with_tokens_and_no_text_is_not_empty(judge):
+    assert judge.flags(record(output={"tokens": 5})) == (False, True, False, False)
+
+
+def test_failed_request_with_empty_output_is_error_and_empty(judge):
+    flags = judge.flags(record(status="error", output={"text": "", "tokens": 0}))
+
+    assert flags == (True, True, False, True)
+
+
+# -- quality_signals -------------------------------------------------------------
+
+def test_signals_of_an_empty_bucket_are_left_out():
+    assert quality_signals(Bucket()) == {}
+
+
+def test_signals_are_ratios_computed_from_a_bucket():
+    bucket = Bucket()
+    #          is_error, has_output, is_refusal, is_empty
+    bucket.add({"mean_logprob": -0.5, "feedback_score": 1.0}, (False, True, True, False))
+    bucket.add({"mean_logprob": -1.5, "feedback_score": 0.0}, (True, True, False, True))
+    bucket.add({"feedback_score": 0.5}, (False, True, False, False))
+    bucket.add({}, (True, False, False, False))
+
+    signals = quality_signals(bucket)
+
+    assert signals == pytest.approx({
+        "error_ratio": 2 / 4,
+        "refusal_ratio": 1 / 3,       # over records with an output
+        "empty_output_ratio": 1 / 3,
+        "mean_logprob": -1.0,
+        "feedback_mean": 0.5,
+    })
+    assert set(signals) <= set(SIGNALS)
+
+
+def test_signals_without_data_are_left_out():
+    bucket = Bucket()
+    bucket.add({}, (False, False, False, False))
+
+    assert quality_signals(bucket) == {"error_ratio": 0.0}
+
+
+def test_signals_of_a_merged_bucket_combine_both_parts():
+    a, b = Bucket(), Bucket()
+    a.add({}, (True, True, False, False))
+    b.add({}, (False, True, True, False))
+    b.add({}, (False, True, True, False))
+    a.merge(b)
+
+    signals = quality_signals(a)
+
+    assert signals["error_ratio"] == pytest.approx(1 / 3)
+    assert signals["refusal_ratio"] == pytest.approx(2 / 3)
+
+
+def test_flags_feed_buckets_end_to_end(judge):
+    bucket = Bucket()
+    for r in (record(status="ok", output={"text": "Here you go", "tokens": 3}),
+              record(status="ok", output={"text": "I'm sorry, I can't help", "tokens": 6}),
+              record(status="error", output={"text": "", "tokens": 0}),
+              record(status="ok")):
+        bucket.add({}, judge.flags(r))
+
+    assert quality_signals(bucket) == pytest.approx(
+        {"error_ratio": 0.25, "refusal_ratio": 1 / 3, "empty_output_ratio": 1 / 3})
