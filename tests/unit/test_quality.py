@@ -7,6 +7,7 @@ import pytest
 
 from monitor.config import QualityConfig
 from monitor.quality import SIGNALS, QualityJudge, quality_signals
+from monitor.quality.signals import DEFAULT_SCAN_CHARS
 from monitor.records import decode
 from monitor.windows import Bucket
 
@@ -102,6 +103,36 @@ def test_refusal_is_looked_for_only_near_the_start_of_long_outputs(judge):
 
     assert judge.flags(record(output={"text": early}))[2] is True
     assert judge.flags(record(output={"text": late}))[2] is False
+
+
+def test_default_scan_covers_the_first_160_characters(judge):
+    assert DEFAULT_SCAN_CHARS == 160
+    assert QualityConfig().refusal_scan_chars == DEFAULT_SCAN_CHARS
+    inside = "x" * 149 + " I'm sorry"    # ends at character 160
+    outside = "x" * 151 + " I'm sorry"   # ends at character 162
+
+    assert judge.flags(record(output={"text": inside}))[2] is True
+    assert judge.flags(record(output={"text": outside}))[2] is False
+
+
+def test_scan_chars_is_configurable():
+    judge = QualityJudge([r"\bno\b"], scan_chars=5)
+
+    assert judge.flags(record(output={"text": "no way"}))[2] is True
+    assert judge.flags(record(output={"text": "well, no"}))[2] is False
+
+
+def test_pipeline_uses_the_configured_scan_chars():
+    from monitor.config import Config
+    from monitor.pipeline import Pipeline
+
+    config = Config.model_validate({"quality": {"refusal_scan_chars": 2000}})
+    pipeline = Pipeline(config, clock=lambda: 0.0)
+    pipeline.process(orjson.dumps({"schema_version": 1, "timestamp": 0, "domain": "d",
+                                   "input": {"tokens": 1},
+                                   "output": {"text": "x" * 1000 + " I'm sorry"}}))
+
+    assert pipeline.snapshot().domains[0].quality["refusal_ratio"] == 1.0
 
 
 def test_empty_text_is_an_empty_output(judge):
