@@ -180,11 +180,13 @@ def load_config(path: str | os.PathLike | None = None, environ: dict | None = No
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError([f"cannot read: {exc.strerror}"], source) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"not UTF-8 text (byte {exc.start})"], source) from None
         data, lines = _parse_yaml(text, source)
 
     problems: list[str] = []
-    for section, field in _SECRET_FIELDS:
-        if field in (data.get(section) or {}):
+    for section, field in sorted(_SECRET_FIELDS):
+        if isinstance(data.get(section), dict) and field in data[section]:
             env = next(k for k, v in ENVIRONMENT.items() if v == (section, field))
             problems.append(f"{section}.{field}: secrets are not read from files; set {env}")
             del data[section][field]

@@ -16,6 +16,8 @@ import re
 from datetime import datetime
 
 _fromisoformat = datetime.fromisoformat
+_rfc3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})").fullmatch
 
 import orjson
 
@@ -120,13 +122,13 @@ def _string(obj: dict, key: str, where: str):
 def parse_timestamp(value) -> float:
     """Epoch seconds from an RFC 3339 string or epoch milliseconds."""
     if type(value) is str:
+        if _rfc3339(value) is None:
+            _fail(BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not RFC 3339 "
+                                 "(YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM))")
         try:
-            parsed = _fromisoformat(value)
+            seconds = _fromisoformat(value.upper()).timestamp()
         except ValueError:
-            _fail(BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not RFC 3339")
-        if parsed.tzinfo is None or len(value) < 20:
-            _fail(BAD_TIMESTAMP, f"timestamp {value[:40]!r} needs a date, a time and a UTC offset")
-        seconds = parsed.timestamp()
+            _fail(BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not a valid date and time")
     elif type(value) in (int, float):
         if not math.isfinite(value):
             _fail(BAD_TIMESTAMP, "timestamp must be finite")

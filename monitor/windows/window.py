@@ -56,8 +56,8 @@ class DomainWindow:
 
 class WindowSet:
     """All domains' windows, with the bookkeeping the state store needs:
-    which buckets changed (`dirty`) and which were dropped (`dropped`) since the
-    last `take_changes()`."""
+    which buckets changed (`dirty`), which were dropped (`dropped`) and which
+    domains took records (`touched`) since the last `take_changes()`."""
 
     def __init__(self, bucket_seconds: int, length_seconds: int, allowed_lateness_seconds: int,
                  max_domains: int, clock: Callable[[], float]):
@@ -73,6 +73,7 @@ class WindowSet:
         self.domains: dict[str, DomainWindow] = {}
         self.dirty: set[tuple[str, int]] = set()
         self.dropped: set[tuple[str, int]] = set()
+        self.touched: set[str] = set()
 
     def add(self, domain: str, timestamp: float, numeric: dict, flags: tuple) -> None:
         """Put one record in its bucket; raise `RecordError` (`late`, `domain_limit`)."""
@@ -86,14 +87,18 @@ class WindowSet:
             raise RecordError(LATE, f"event time is {window.watermark - timestamp:.0f}s behind the "
                                     f"domain's watermark (allowed lateness {self.lateness}s)")
         start = int(timestamp // self.bucket_seconds) * self.bucket_seconds
+        if timestamp > window.watermark:
+            window.watermark = timestamp
+        self.touched.add(domain)
         bucket = window.buckets.get(start)
         if bucket is None:
-            bucket = window.buckets[start] = Bucket()
-            if timestamp > window.watermark:
-                window.watermark = timestamp
             self._evict(window)
-        elif timestamp > window.watermark:
-            window.watermark = timestamp
+            if start + self.bucket_seconds <= self.window_end(window) - self.length_seconds:
+                # Accepted (not late for its domain) but already outside the current
+                # window, e.g. an old backlog read against the wall clock: counted,
+                # not windowed.
+                return
+            bucket = window.buckets[start] = Bucket()
         bucket.add(numeric, flags)
         self.dirty.add((domain, start))
 
@@ -124,9 +129,10 @@ class WindowSet:
         """Changed buckets (serialised), dropped bucket keys and watermarks since the last call."""
         changed = [(d, s, self.domains[d].buckets[s].to_bytes()) for d, s in self.dirty]
         dropped = list(self.dropped)
-        watermarks = {d: self.domains[d].watermark for d in {d for d, _ in self.dirty}}
+        watermarks = {d: self.domains[d].watermark for d in self.touched}
         self.dirty.clear()
         self.dropped.clear()
+        self.touched.clear()
         return changed, dropped, watermarks
 
     def restore(self, domain: str, watermark: float, buckets: dict[int, Bucket]) -> None:

@@ -421,10 +421,6 @@ def test_config_error_is_a_value_error():
 
 # -- bugs ----------------------------------------------------------------------
 
-@pytest.mark.xfail(reason="BUG: load_config reads the file with read_text() and catches only "
-                          "OSError; a file that is not UTF-8 raises UnicodeDecodeError instead of "
-                          "ConfigError (and `monitor --config` crashes instead of exiting 2)",
-                   strict=True)
 def test_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
     path = tmp_path / "monitor.yaml"
     path.write_bytes(b"kafka:\n  topic: \xff\xfe\n")
@@ -433,10 +429,6 @@ def test_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
         load_config(path, environ={})
 
 
-@pytest.mark.xfail(reason="BUG: the secrets check does `field in (data.get(section) or {})` and "
-                          "`del data[section][field]` without checking that the section is a "
-                          "mapping; `http: api_token` (a string) raises TypeError",
-                   strict=True)
 def test_section_given_as_the_name_of_a_secret_is_a_config_error(tmp_path):
     path = write(tmp_path, "http: api_token\n")
 
@@ -444,10 +436,40 @@ def test_section_given_as_the_name_of_a_secret_is_a_config_error(tmp_path):
         load_config(path, environ={})
 
 
-@pytest.mark.xfail(reason="BUG: same secrets check: `kafka: [sasl_password]` (a list) raises "
-                          "TypeError instead of ConfigError", strict=True)
 def test_section_given_as_a_list_holding_a_secret_name_is_a_config_error(tmp_path):
     path = write(tmp_path, "kafka:\n  - sasl_password\n")
 
     with pytest.raises(ConfigError):
         load_config(path, environ={})
+
+
+# -- later additions to the schema ---------------------------------------------
+
+def test_fetcher_defaults_to_a_child_process_and_accepts_inline(tmp_path):
+    assert Config().kafka.fetcher == "process"
+    path = write(tmp_path, """
+        kafka:
+          fetcher: inline
+    """)
+
+    assert load_config(path, environ={}).kafka.fetcher == "inline"
+
+
+def test_unknown_fetcher_is_an_error(tmp_path):
+    path = write(tmp_path, """
+        kafka:
+          fetcher: threads
+    """)
+
+    problems = problems_of(path)
+
+    assert len(problems) == 1 and problems[0].startswith("kafka.fetcher (line 2): ")
+
+
+def test_refusal_scan_chars_must_be_positive(tmp_path):
+    path = write(tmp_path, """
+        quality:
+          refusal_scan_chars: 0
+    """)
+
+    assert problems_of(path) == ["quality.refusal_scan_chars (line 2): Input should be greater than 0"]

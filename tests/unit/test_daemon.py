@@ -389,14 +389,63 @@ def test_failing_state_commits_pause_then_resume_consumption_without_losing_reco
     assert [m.offset for m, _ in dlq.letters] == [4]
 
 
-# -- bugs --------------------------------------------------------------------------------
+# -- fatal conditions -----------------------------------------------------------------
 
-@pytest.mark.xfail(reason="BUG: a backlog whose event time is older than window length + allowed "
-                          "lateness behind the wall clock makes WindowSet.add create and evict a "
-                          "bucket at once but leave it in `dirty`; the next flush raises KeyError "
-                          "in WindowSet.take_changes, and the daemon crashes (also in _shutdown, "
-                          "so the source is not closed and the HTTP server keeps running)",
-                   strict=True)
+def test_a_dead_fetcher_stops_the_daemon_with_1_after_flushing_what_it_processed(tmp_path):
+    from monitor.ingest.fetcher import FetcherDied
+
+    config = make_config(tmp_path)
+    base = config.state.model_copy(update={"flush_interval_seconds": 60})
+    config = config.model_copy(update={"state": base})
+    now = time.time()
+
+    class DyingSource(FakeSource):
+        def poll(self, timeout_ms):
+            runs = super().poll(timeout_ms)
+            if not runs and not self.batches:
+                raise FetcherDied("Kafka fetcher exited (status -9)")
+            return runs
+
+    source = DyingSource([[messages(0, [record("legal", i, now) for i in range(3)])]])
+    with Running(config, source, MemoryDeadLetters()) as running:
+        running.thread.join(10)
+        assert not running.thread.is_alive()
+        code = running.stop()
+
+    assert code == 1
+    assert source.closed
+    state = load(config)
+    assert state.records_total == {"legal": 3}
+    assert state.offsets == {(TOPIC, 0): 3}
+
+
+def test_failing_to_persist_state_on_revocation_stops_the_daemon_with_1(tmp_path, monkeypatch):
+    config = make_config(tmp_path)
+    base = config.state.model_copy(update={"flush_interval_seconds": 60})
+    config = config.model_copy(update={"state": base})
+    now = time.time()
+    source = FakeSource([[messages(0, [record("legal", i, now) for i in range(3)])]])
+
+    with Running(config, source, MemoryDeadLetters()) as running:
+        running.wait_for(lambda: running.daemon.pipeline.records_total.get("legal") == 3,
+                         what="records processed")
+
+        def broken_commit(self, changes):
+            raise StateError("simulated: disk full")
+
+        monkeypatch.setattr(StateStore, "commit", broken_commit)
+        source.on_revoked([(TOPIC, 0)])
+        code = running.stop()
+
+    assert code == 1
+    monkeypatch.undo()
+    state = load(config)
+    assert state.records_total == {}   # nothing half-written
+    assert state.offsets == {}
+
+
+# -- regressions -------------------------------------------------------------------------
+
 def test_a_backlog_older_than_the_window_is_ingested_without_crashing(tmp_path):
     config = make_config(tmp_path)
     an_hour_ago = time.time() - 3600

@@ -301,13 +301,8 @@ def test_invalid_constructor_arguments_raise_value_error(kwargs):
         make_windows(**kwargs)
 
 
-# -- bugs ------------------------------------------------------------------------
+# -- regressions -----------------------------------------------------------------
 
-@pytest.mark.xfail(reason="BUG: WindowSet.add creates the record's bucket, then _evict drops it at "
-                          "once when it lies before the window (clock far ahead of event time, "
-                          "e.g. a Kafka backlog older than length+lateness read with the wall "
-                          "clock), yet adds the key to `dirty`; take_changes then raises KeyError",
-                   strict=True, raises=KeyError)
 def test_record_behind_a_clock_that_is_far_ahead_does_not_break_take_changes():
     ws = make_windows(bucket=60, length=900, lateness=300, clock=Clock(100_000.0))
     add(ws, "legal", 1000.0)  # accepted: the domain's first record is never late
@@ -317,10 +312,6 @@ def test_record_behind_a_clock_that_is_far_ahead_does_not_break_take_changes():
     assert all(ws.domains[d].buckets.get(s) is not None for d, s, _ in changed)
 
 
-@pytest.mark.xfail(reason="BUG: with allowed_lateness_seconds > length_seconds a record within "
-                          "lateness can fall into a bucket that _evict drops at once; the key "
-                          "stays in `dirty` and take_changes raises KeyError",
-                   strict=True, raises=KeyError)
 def test_record_within_a_lateness_longer_than_the_window_does_not_break_take_changes():
     ws = make_windows(bucket=60, length=300, lateness=600)
     add(ws, "legal", 1000.0)
