@@ -113,12 +113,17 @@ class FeatureConfig(_Section):
 
 
 class QualityConfig(_Section):
-    refusal_patterns: list[str] = [
-        r"\bI can(?:no|')t (?:help|assist)",
-        r"\bI(?: am|'m) (?:sorry|unable)\b",
-        r"\bas an AI\b",
+    # Case-insensitive phrases searched for in the start of each output: cheap
+    # (a substring search), so they are the default way to spot refusals.
+    refusal_phrases: list[str] = [
+        "i can't help", "i cannot help", "i can't assist", "i cannot assist",
+        "i'm sorry, but", "i am sorry, but", "i'm unable to", "i am unable to",
+        "as an ai", "i won't be able to",
     ]
-    refusal_scan_chars: int = Field(160, gt=0, description="output characters matched against the patterns")
+    # Regular expressions (case-insensitive) for what phrases cannot say; each
+    # record then costs a regex search, a few microseconds.
+    refusal_patterns: list[str] = []
+    refusal_scan_chars: int = Field(160, gt=0, description="output characters searched")
     latency_quantiles: list[float] = [0.5, 0.9, 0.99]
 
     @field_validator("refusal_patterns")

@@ -1,4 +1,4 @@
-"""The per-record pipeline: decode -> features -> quality flags -> windows,
+"""The per-record pipeline: decode -> quality flags -> windows,
 with the counters that go with it. Sources (Kafka, a replay file) feed it raw
 message values; it never raises on a bad record, it returns the `RecordError`.
 
@@ -17,7 +17,6 @@ from typing import Callable
 
 from monitor.config import Config
 from monitor.errors import RecordError
-from monitor.features import FeatureExtractor
 from monitor.quality import QualityJudge, quality_signals
 from monitor.records import decode
 from monitor.state import StateChanges, StoredState
@@ -54,9 +53,9 @@ class Pipeline:
         w = config.windows
         self.windows = WindowSet(w.bucket_seconds, w.length_seconds, w.allowed_lateness_seconds,
                                  w.max_domains, clock)
-        self._extract = FeatureExtractor(config.features.attributes).extract
-        self._flags = QualityJudge(config.quality.refusal_patterns,
-                                   config.quality.refusal_scan_chars).flags
+        quality = config.quality
+        self._flags = QualityJudge(quality.refusal_patterns, quality.refusal_scan_chars,
+                                   quality.refusal_phrases).flags
         self._max_bytes = config.records.max_bytes
         self._quantiles = tuple(config.quality.latency_quantiles)
         self.records_total: dict[str, int] = {}
@@ -67,13 +66,12 @@ class Pipeline:
         """Apply one message value; return the error when the record is rejected."""
         try:
             record = decode(raw, self._max_bytes)
-            domain = record.domain
-            self.windows.add(domain, record.timestamp, self._extract(record).numeric,
-                             self._flags(record))
+            self.windows.add(record, self._flags(record))
         except RecordError as error:
             self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
             self._changed_reasons.add(error.reason)
             return error
+        domain = record.domain
         self.records_total[domain] = self.records_total.get(domain, 0) + 1
         return None
 

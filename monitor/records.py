@@ -11,6 +11,7 @@ else, whatever the input (a hypothesis test holds it to that).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import datetime
@@ -44,9 +45,16 @@ REJECT_REASONS = (
 )
 
 DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-_domain_match = DOMAIN_PATTERN.fullmatch
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_ok(domain: str) -> bool:
+    # Cached: the same few domain names arrive over and over on the hot path.
+    return DOMAIN_PATTERN.fullmatch(domain) is not None
+
 _MIN_TS = 0.0  # 1970-01-01
 _MAX_TS = 7258118400.0  # 2200-01-01
+_MAX_TS_MS = 7258118400000
 _INF = math.inf
 _ATTRIBUTE_TYPES = (str, int, float, bool)
 
@@ -159,26 +167,30 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Record:
 def _validate(doc: dict) -> Record:
     # The common case (a well-formed record) runs without helper calls: this is
     # the hot path of ingest. Anything unusual falls to the checks that name it.
-    version = doc.get("schema_version")
+    get = doc.get
+    version = get("schema_version")
     if version is not SCHEMA_VERSION and (type(version) is not int or version != SCHEMA_VERSION):
         if version is None:
             _fail(MISSING_FIELD, "schema_version is required")
         if type(version) is not int:
             _fail(BAD_TYPE, f"schema_version must be an integer, got {type(version).__name__}")
         _fail(UNSUPPORTED_VERSION, f"schema_version {version} is not supported (expected 1)")
-    ts = doc.get("timestamp")
-    if ts is None:
+    ts = get("timestamp")
+    if type(ts) is int and 0 <= ts < _MAX_TS_MS:
+        timestamp = ts / 1000.0
+    elif ts is None:
         _fail(MISSING_FIELD, "timestamp is required")
-    timestamp = parse_timestamp(ts)
-    domain = doc.get("domain")
-    if type(domain) is not str or _domain_match(domain) is None:
+    else:
+        timestamp = parse_timestamp(ts)
+    domain = get("domain")
+    if type(domain) is not str or not _domain_ok(domain):
         if domain is None:
             _fail(MISSING_FIELD, "domain is required")
         if type(domain) is not str:
             _fail(BAD_TYPE, f"domain must be a string, got {type(domain).__name__}")
         _fail(BAD_VALUE, "domain must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
-    inp = doc.get("input")
+    inp = get("input")
     if type(inp) is not dict:
         if inp is None:
             _fail(MISSING_FIELD, "input.text or input.tokens is required")
@@ -192,7 +204,7 @@ def _validate(doc: dict) -> Record:
         input_text = _string(inp, "text", "input.")
         prompt_tokens = _count(inp, "tokens", "input.")
 
-    out = doc.get("output")
+    out = get("output")
     if out is not None:
         if type(out) is not dict:
             _fail(BAD_TYPE, f"output must be an object, got {type(out).__name__}")
@@ -211,7 +223,7 @@ def _validate(doc: dict) -> Record:
     else:
         output_text = output_tokens = finish_reason = mean_logprob = None
 
-    model = doc.get("model")
+    model = get("model")
     if model is not None:
         if type(model) is not dict:
             _fail(BAD_TYPE, f"model must be an object, got {type(model).__name__}")
@@ -224,26 +236,29 @@ def _validate(doc: dict) -> Record:
     else:
         model_kind = model_version = None
 
-    latency_ms = doc.get("latency_ms")
+    latency_ms = get("latency_ms")
     if latency_ms is not None and (type(latency_ms) is not float or not 0.0 <= latency_ms < _INF):
         latency_ms = _number(doc, "latency_ms", "")
         if latency_ms < 0:
             _fail(BAD_VALUE, "latency_ms must be >= 0")
-    feedback = doc.get("feedback")
+    feedback = get("feedback")
     if feedback is not None:
         if type(feedback) is not dict:
             _fail(BAD_TYPE, f"feedback must be an object, got {type(feedback).__name__}")
-        feedback_score = _number(feedback, "score", "feedback.")
+        feedback_score = feedback.get("score")
+        if feedback_score is not None and (type(feedback_score) is not float
+                                           or not -_INF < feedback_score < _INF):
+            feedback_score = _number(feedback, "score", "feedback.")
     else:
         feedback_score = None
-    request_id = doc.get("request_id")
-    status = doc.get("status")
+    request_id = get("request_id")
+    status = get("status")
     if (request_id is not None and type(request_id) is not str) or (
             status is not None and type(status) is not str):
         request_id = _string(doc, "request_id", "")
         status = _string(doc, "status", "")
 
-    attributes = doc.get("attributes")
+    attributes = get("attributes")
     if attributes is not None:
         if type(attributes) is not dict:
             _fail(BAD_TYPE, f"attributes must be an object, got {type(attributes).__name__}")

@@ -14,8 +14,8 @@ Protocol over one duplex pipe, in order:
 
 Order is what keeps exactly-once: every run sent before "revoked" reaches the
 daemon (and is processed) before the daemon flushes for that revocation.
-The pipe has a small buffer, so a daemon that falls behind blocks the child's
-sends: the child cannot run ahead by more than a batch or two. If either side
+The child keeps at most OUTBOX_RUNS runs queued for the daemon: a daemon that
+falls behind stops the child's polling, so memory stays bounded. If either side
 dies, the other sees the pipe close: the child leaves the group and exits;
 the daemon stops with an error and its restart reloads consistent state.
 """
@@ -35,6 +35,7 @@ from monitor.ingest.source import Run
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_SECONDS = 5.0
+OUTBOX_RUNS = 16
 
 
 class FetcherDied(RuntimeError):
@@ -156,14 +157,33 @@ class _Child:
     def __init__(self, config: KafkaConfig, conn):
         self.config = config
         self.conn = conn
-        self.send_lock = threading.Lock()
+        # Everything to the daemon goes through one bounded queue, drained by one
+        # thread: Kafka polling goes on while the daemon is busy with earlier runs
+        # (up to OUTBOX_RUNS ahead), and control messages keep their place in line.
+        self.outbox: queue.Queue = queue.Queue(maxsize=OUTBOX_RUNS)
         self.replies: queue.Queue = queue.Queue()
         self.commands: queue.Queue = queue.Queue()
         self.stop = threading.Event()
 
     def send(self, message: tuple) -> None:
-        with self.send_lock:
-            self.conn.send(message)
+        while not self.stop.is_set():
+            try:
+                self.outbox.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise FetcherDied("daemon is gone")
+
+    def write_outbox(self) -> None:
+        try:
+            while True:
+                message = self.outbox.get()
+                if message is None:
+                    return
+                self.conn.send(message)
+        except OSError:
+            self.stop.set()
+            self.replies.put(None)
 
     def read_commands(self) -> None:
         """The only reader of the pipe: replies go to the waiting callback,
@@ -187,6 +207,8 @@ class _Child:
         from monitor.ingest.kafka import KafkaSource
 
         threading.Thread(target=self.read_commands, name="commands", daemon=True).start()
+        writer = threading.Thread(target=self.write_outbox, name="outbox", daemon=True)
+        writer.start()
         source = None
         try:
             source = KafkaSource(self.config, stored_offsets=lambda tps: self.ask(("assigned", tps))[1],
@@ -206,7 +228,7 @@ class _Child:
             log.exception("fetcher failed")
             try:
                 self.send(("failed", f"{exc.__class__.__name__}: {exc}"))
-            except OSError:
+            except FetcherDied:
                 pass
         finally:
             if source is not None:
@@ -214,6 +236,8 @@ class _Child:
                     source.close()
                 except Exception as exc:
                     log.debug("closing the consumer: %s", exc)
+            self.outbox.put(None)
+            writer.join(timeout=10)
 
     def _commands(self, source) -> bool:
         """Apply queued commands; True when asked to stop."""

@@ -1,8 +1,8 @@
 """Per-record quality flags and the window-level quality signals built from them.
 
 A record is an *error* when its `status` is present and not "ok"; a *refusal*
-when the start of its output text (`scan_chars`, default 160) matches one of
-the configured patterns; *empty* when it
+when the start of its output text (`scan_chars`, default 160) contains one of
+the configured phrases (case-insensitive) or matches one of the patterns; *empty* when it
 has an output whose text is "" or whose token count is 0.
 
 >>> judge = QualityJudge([r"\\bI can't help"])
@@ -26,12 +26,22 @@ DEFAULT_SCAN_CHARS = 160
 
 
 class QualityJudge:
-    """Holds the compiled refusal patterns; `flags(record)` classifies one record."""
+    """Holds the refusal phrases and patterns; `flags(record)` classifies one record."""
 
-    def __init__(self, refusal_patterns: list[str], scan_chars: int = DEFAULT_SCAN_CHARS):
+    def __init__(self, refusal_patterns: list[str] = (), scan_chars: int = DEFAULT_SCAN_CHARS,
+                 refusal_phrases: list[str] = ()):
         self._scan = scan_chars
+        self._phrases = tuple(p.lower() for p in refusal_phrases if p)
         combined = "|".join(f"(?:{p})" for p in refusal_patterns)
-        self._refusal = re.compile(combined, re.IGNORECASE).search if refusal_patterns else None
+        self._pattern = re.compile(combined, re.IGNORECASE).search if refusal_patterns else None
+
+    def is_refusal(self, text: str) -> bool:
+        head = text[:self._scan]
+        lowered = head.lower()
+        for phrase in self._phrases:
+            if phrase in lowered:
+                return True
+        return self._pattern is not None and self._pattern(head) is not None
 
     def flags(self, record) -> tuple[bool, bool, bool, bool]:
         """(is_error, has_output, is_refusal, is_empty) for one record."""
@@ -42,7 +52,7 @@ class QualityJudge:
         has_output = text is not None or tokens is not None
         if not has_output:
             return is_error, False, False, False
-        is_refusal = bool(text) and self._refusal is not None and self._refusal(text[:self._scan]) is not None
+        is_refusal = bool(text) and self.is_refusal(text)
         is_empty = text == "" or tokens == 0
         return is_error, True, is_refusal, is_empty
 

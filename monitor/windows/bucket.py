@@ -4,9 +4,10 @@ Memory per bucket is bounded: a handful of numbers plus a DDSketch whose
 key range is bounded by clamping latencies to [1e-4 s, 1e5 s] (under a
 thousand bins at 1% relative accuracy).
 
+>>> from types import SimpleNamespace as R
 >>> a, b = Bucket(), Bucket()
->>> a.add({"latency_seconds": 0.2}, (False, True, False, False))
->>> b.add({"latency_seconds": 0.4, "mean_logprob": -1.0}, (True, False, False, False))
+>>> a.add(R(latency_ms=200.0, mean_logprob=None, feedback_score=None), (False, True, False, False))
+>>> b.add(R(latency_ms=400.0, mean_logprob=-1.0, feedback_score=None), (True, False, False, False))
 >>> a.merge(b); (a.count, a.errors, a.logprob_n)
 (2, 1, 1)
 >>> Bucket.from_bytes(a.to_bytes()).count
@@ -42,7 +43,8 @@ class Bucket:
         self.feedback_n = 0
         self.latency: DDSketch | None = None
 
-    def add(self, numeric: dict, flags: tuple) -> None:
+    def add(self, record, flags: tuple) -> None:
+        """Count one record; `flags` comes from `QualityJudge.flags(record)`."""
         is_error, has_output, is_refusal, is_empty = flags
         self.count += 1
         if is_error:
@@ -53,19 +55,19 @@ class Bucket:
                 self.refusals += 1
             if is_empty:
                 self.empty += 1
-        value = numeric.get("mean_logprob")
+        value = record.mean_logprob
         if value is not None:
             self.logprob_sum += value
             self.logprob_n += 1
-        value = numeric.get("feedback_score")
+        value = record.feedback_score
         if value is not None:
             self.feedback_sum += value
             self.feedback_n += 1
-        value = numeric.get("latency_seconds")
+        value = record.latency_ms
         if value is not None:
             if self.latency is None:
                 self.latency = DDSketch(RELATIVE_ACCURACY)
-            self.latency.add(min(max(value, _MIN_LATENCY), _MAX_LATENCY))
+            self.latency.add(min(max(value / 1000.0, _MIN_LATENCY), _MAX_LATENCY))
 
     def merge(self, other: "Bucket") -> None:
         for name in _FIELDS:

@@ -11,11 +11,12 @@ bounded by `(length + bucket) / bucket` buckets whatever the traffic.
 
 >>> ws = WindowSet(bucket_seconds=60, length_seconds=300, allowed_lateness_seconds=60,
 ...                max_domains=10, clock=lambda: 0.0)
+>>> from monitor.records import Record
 >>> for t in (10.0, 70.0, 130.0):
-...     ws.add("legal", t, {}, (False, False, False, False))
+...     ws.add(Record(t, "legal"), (False, False, False, False))
 >>> ws.summary("legal").samples
 3
->>> ws.add("legal", 5.0, {}, (False, False, False, False))
+>>> ws.add(Record(5.0, "legal"), (False, False, False, False))
 Traceback (most recent call last):
 ...
 monitor.errors.RecordError: late: event time is 125s behind the domain's watermark (allowed lateness 60s)
@@ -75,8 +76,10 @@ class WindowSet:
         self.dropped: set[tuple[str, int]] = set()
         self.touched: set[str] = set()
 
-    def add(self, domain: str, timestamp: float, numeric: dict, flags: tuple) -> None:
+    def add(self, record, flags: tuple) -> None:
         """Put one record in its bucket; raise `RecordError` (`late`, `domain_limit`)."""
+        domain = record.domain
+        timestamp = record.timestamp
         window = self.domains.get(domain)
         if window is None:
             if len(self.domains) >= self.max_domains:
@@ -99,7 +102,7 @@ class WindowSet:
                 # not windowed.
                 return
             bucket = window.buckets[start] = Bucket()
-        bucket.add(numeric, flags)
+        bucket.add(record, flags)
         self.dirty.add((domain, start))
 
     def window_end(self, window: DomainWindow) -> float:

@@ -41,7 +41,7 @@ def mixed_traffic() -> list[bytes]:
         domain = ("legal", "support", "medical")[i % 3]
         messages.append(raw(domain, BASE_MS + i * 1000, status="error" if i % 10 == 0 else "ok",
                             latency_ms=100.0 + i,
-                            output={"text": "I'm sorry" if i % 7 == 0 else "Sure.", "tokens": 5,
+                            output={"text": "I'm sorry, but no." if i % 7 == 0 else "Sure.", "tokens": 5,
                                     "mean_logprob": -0.5},
                             feedback={"score": 1.0}))
         if i % 9 == 0:

@@ -8,10 +8,17 @@ import pytest
 from monitor.config import QualityConfig
 from monitor.quality import SIGNALS, QualityJudge, quality_signals
 from monitor.quality.signals import DEFAULT_SCAN_CHARS
-from monitor.records import decode
+from monitor.records import Record, decode
 from monitor.windows import Bucket
 
 DEFAULT_PATTERNS = QualityConfig().refusal_patterns
+DEFAULT_PHRASES = QualityConfig().refusal_phrases
+
+
+def rec(numeric):
+    """A record carrying the values a bucket reads."""
+    return Record(0.0, "d", mean_logprob=numeric.get("mean_logprob"),
+                  feedback_score=numeric.get("feedback_score"))
 
 
 def record(**fields):
@@ -22,7 +29,7 @@ def record(**fields):
 
 @pytest.fixture
 def judge() -> QualityJudge:
-    return QualityJudge(DEFAULT_PATTERNS)
+    return QualityJudge(DEFAULT_PATTERNS, refusal_phrases=DEFAULT_PHRASES)
 
 
 # -- flags: (is_error, has_output, is_refusal, is_empty) --------------------------
@@ -62,16 +69,16 @@ def test_output_with_only_a_finish_reason_counts_as_no_output(judge):
     "I am unable to do that.",
     "As an AI language model, I won't.",
 ])
-def test_refusal_is_detected_by_the_default_patterns(judge, text):
+def test_refusal_is_detected_by_the_default_phrases(judge, text):
     assert judge.flags(record(output={"text": text})) == (False, True, True, False)
 
 
 @pytest.mark.parametrize("text", [
     "I CAN'T HELP WITH THAT",
-    "i'm SORRY",
+    "i'm SORRY, BUT no",
     "AS AN ai",
 ])
-def test_refusal_patterns_match_case_insensitively(judge, text):
+def test_refusal_phrases_match_case_insensitively(judge, text):
     assert judge.flags(record(output={"text": text}))[2] is True
 
 
@@ -79,6 +86,7 @@ def test_refusal_patterns_match_case_insensitively(judge, text):
     "Here is the answer.",
     "I can help with that.",
     "The sorry state of affairs",  # 'sorry' alone is not a refusal
+    "I'm sorry for the confusion; the corrected answer is 4.",
 ])
 def test_ordinary_answers_are_not_refusals(judge, text):
     assert judge.flags(record(output={"text": text}))[2] is False
@@ -91,6 +99,26 @@ def test_custom_refusal_patterns_replace_the_defaults():
     assert judge.flags(record(output={"text": "I can't help"}))[2] is False
 
 
+def test_custom_refusal_phrases_are_matched_case_insensitively():
+    judge = QualityJudge(refusal_phrases=["Not Allowed To"])
+
+    assert judge.flags(record(output={"text": "I am NOT ALLOWED TO say"}))[2] is True
+    assert judge.flags(record(output={"text": "I can't help"}))[2] is False
+
+
+def test_phrases_and_patterns_both_count_as_refusals():
+    judge = QualityJudge([r"\bnope\b"], refusal_phrases=["declined"])
+
+    assert judge.flags(record(output={"text": "nope"}))[2] is True
+    assert judge.flags(record(output={"text": "Request declined."}))[2] is True
+    assert judge.flags(record(output={"text": "Sure, here it is."}))[2] is False
+
+
+def test_default_config_uses_phrases_and_no_regex():
+    assert QualityConfig().refusal_patterns == []
+    assert "i can't help" in QualityConfig().refusal_phrases
+
+
 def test_no_refusal_patterns_means_no_refusals():
     judge = QualityJudge([])
 
@@ -98,8 +126,8 @@ def test_no_refusal_patterns_means_no_refusals():
 
 
 def test_refusal_is_looked_for_only_near_the_start_of_long_outputs(judge):
-    early = "I'm sorry, " + "x" * 5000
-    late = "x" * 5000 + " I'm sorry"
+    early = "I'm sorry, but " + "x" * 5000
+    late = "x" * 5000 + " I'm sorry, but"
 
     assert judge.flags(record(output={"text": early}))[2] is True
     assert judge.flags(record(output={"text": late}))[2] is False
@@ -108,8 +136,8 @@ def test_refusal_is_looked_for_only_near_the_start_of_long_outputs(judge):
 def test_default_scan_covers_the_first_160_characters(judge):
     assert DEFAULT_SCAN_CHARS == 160
     assert QualityConfig().refusal_scan_chars == DEFAULT_SCAN_CHARS
-    inside = "x" * 149 + " I'm sorry"    # ends at character 160
-    outside = "x" * 151 + " I'm sorry"   # ends at character 162
+    inside = "x" * 151 + " as an AI"    # ends at character 160
+    outside = "x" * 153 + " as an AI"   # ends at character 162
 
     assert judge.flags(record(output={"text": inside}))[2] is True
     assert judge.flags(record(output={"text": outside}))[2] is False
@@ -130,7 +158,7 @@ def test_pipeline_uses_the_configured_scan_chars():
     pipeline = Pipeline(config, clock=lambda: 0.0)
     pipeline.process(orjson.dumps({"schema_version": 1, "timestamp": 0, "domain": "d",
                                    "input": {"tokens": 1},
-                                   "output": {"text": "x" * 1000 + " I'm sorry"}}))
+                                   "output": {"text": "x" * 1000 + " I'm sorry, but"}}))
 
     assert pipeline.snapshot().domains[0].quality["refusal_ratio"] == 1.0
 
@@ -166,10 +194,10 @@ def test_signals_of_an_empty_bucket_are_left_out():
 def test_signals_are_ratios_computed_from_a_bucket():
     bucket = Bucket()
     #          is_error, has_output, is_refusal, is_empty
-    bucket.add({"mean_logprob": -0.5, "feedback_score": 1.0}, (False, True, True, False))
-    bucket.add({"mean_logprob": -1.5, "feedback_score": 0.0}, (True, True, False, True))
-    bucket.add({"feedback_score": 0.5}, (False, True, False, False))
-    bucket.add({}, (True, False, False, False))
+    bucket.add(rec({"mean_logprob": -0.5, "feedback_score": 1.0}), (False, True, True, False))
+    bucket.add(rec({"mean_logprob": -1.5, "feedback_score": 0.0}), (True, True, False, True))
+    bucket.add(rec({"feedback_score": 0.5}), (False, True, False, False))
+    bucket.add(rec({}), (True, False, False, False))
 
     signals = quality_signals(bucket)
 
@@ -185,16 +213,16 @@ def test_signals_are_ratios_computed_from_a_bucket():
 
 def test_signals_without_data_are_left_out():
     bucket = Bucket()
-    bucket.add({}, (False, False, False, False))
+    bucket.add(rec({}), (False, False, False, False))
 
     assert quality_signals(bucket) == {"error_ratio": 0.0}
 
 
 def test_signals_of_a_merged_bucket_combine_both_parts():
     a, b = Bucket(), Bucket()
-    a.add({}, (True, True, False, False))
-    b.add({}, (False, True, True, False))
-    b.add({}, (False, True, True, False))
+    a.add(rec({}), (True, True, False, False))
+    b.add(rec({}), (False, True, True, False))
+    b.add(rec({}), (False, True, True, False))
     a.merge(b)
 
     signals = quality_signals(a)
@@ -209,7 +237,7 @@ def test_flags_feed_buckets_end_to_end(judge):
               record(status="ok", output={"text": "I'm sorry, I can't help", "tokens": 6}),
               record(status="error", output={"text": "", "tokens": 0}),
               record(status="ok")):
-        bucket.add({}, judge.flags(r))
+        bucket.add(r, judge.flags(r))
 
     assert quality_signals(bucket) == pytest.approx(
         {"error_ratio": 0.25, "refusal_ratio": 1 / 3, "empty_output_ratio": 1 / 3})

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from monitor.errors import RecordError
+from monitor.records import Record
 from monitor.windows import Bucket, WindowSet
 
 NO_FLAGS = (False, False, False, False)
@@ -29,8 +30,17 @@ def make_windows(bucket=60, length=900, lateness=300, max_domains=100, clock=Non
                      clock=clock or Clock(0.0))
 
 
+def rec(numeric=None, domain: str = "d", t: float = 0.0) -> Record:
+    """A record carrying the values that buckets read (numeric uses feature names)."""
+    numeric = numeric or {}
+    latency = numeric.get("latency_seconds")
+    return Record(t, domain, mean_logprob=numeric.get("mean_logprob"),
+                  feedback_score=numeric.get("feedback_score"),
+                  latency_ms=None if latency is None else latency * 1000.0)
+
+
 def add(ws: WindowSet, domain: str, t: float, numeric=None, flags=NO_FLAGS) -> None:
-    ws.add(domain, t, numeric or {}, flags)
+    ws.add(rec(numeric, domain, t), flags)
 
 
 # -- counting and lateness -----------------------------------------------------
@@ -274,8 +284,8 @@ def test_window_end_follows_the_watermark_when_the_clock_is_behind():
 def test_restore_loads_watermark_and_buckets_without_marking_them_changed():
     ws = make_windows()
     bucket = Bucket()
-    bucket.add({}, NO_FLAGS)
-    bucket.add({}, NO_FLAGS)
+    bucket.add(rec({}), NO_FLAGS)
+    bucket.add(rec({}), NO_FLAGS)
 
     ws.restore("legal", 1000.0, {960: bucket})
 
@@ -333,7 +343,7 @@ def _feed(bucket: Bucket, rng: random.Random, n: int) -> list[float]:
         if i % 5 == 0:
             numeric["feedback_score"] = float(i % 2)
         has_output = i % 7 != 0
-        bucket.add(numeric, (i % 11 == 0, has_output, i % 13 == 0, i % 17 == 0))
+        bucket.add(rec(numeric), (i % 11 == 0, has_output, i % 13 == 0, i % 17 == 0))
     return latencies
 
 
@@ -344,9 +354,9 @@ def _state(bucket: Bucket) -> tuple:
 
 def test_bucket_counts_flags():
     bucket = Bucket()
-    bucket.add({}, (True, True, True, False))
-    bucket.add({}, (False, True, False, True))
-    bucket.add({}, (False, False, True, True))  # no output: refusal/empty don't count
+    bucket.add(rec({}), (True, True, True, False))
+    bucket.add(rec({}), (False, True, False, True))
+    bucket.add(rec({}), (False, False, True, True))  # no output: refusal/empty don't count
 
     assert _state(bucket) == (3, 1, 2, 1, 1, 0, 0)
     assert bucket.latency_quantile(0.5) is None
@@ -354,8 +364,8 @@ def test_bucket_counts_flags():
 
 def test_bucket_sums_logprob_and_feedback():
     bucket = Bucket()
-    bucket.add({"mean_logprob": -0.5, "feedback_score": 1.0}, NO_FLAGS)
-    bucket.add({"mean_logprob": -1.5}, NO_FLAGS)
+    bucket.add(rec({"mean_logprob": -0.5, "feedback_score": 1.0}), NO_FLAGS)
+    bucket.add(rec({"mean_logprob": -1.5}), NO_FLAGS)
 
     assert (bucket.logprob_sum, bucket.logprob_n) == (-2.0, 2)
     assert (bucket.feedback_sum, bucket.feedback_n) == (1.0, 1)
@@ -372,8 +382,8 @@ def test_bucket_latency_quantiles_are_within_one_percent():
 
 def test_bucket_latency_is_clamped_to_the_sketch_range():
     bucket = Bucket()
-    bucket.add({"latency_seconds": 0.0}, NO_FLAGS)
-    bucket.add({"latency_seconds": 1e9}, NO_FLAGS)
+    bucket.add(rec({"latency_seconds": 0.0}), NO_FLAGS)
+    bucket.add(rec({"latency_seconds": 1e9}), NO_FLAGS)
 
     assert bucket.latency_quantile(0.0) == pytest.approx(1e-4, rel=0.0101)
     assert bucket.latency_quantile(1.0) == pytest.approx(1e5, rel=0.0101)
@@ -405,7 +415,7 @@ def test_restored_bucket_keeps_accepting_records_and_merging():
     _feed(bucket, random.Random(6), 100)
     restored = Bucket.from_bytes(bucket.to_bytes())
 
-    restored.add({"latency_seconds": 0.3}, NO_FLAGS)
+    restored.add(rec({"latency_seconds": 0.3}), NO_FLAGS)
     merged = Bucket()
     merged.merge(restored)
     merged.merge(bucket)
@@ -433,8 +443,8 @@ def test_merging_two_buckets_equals_one_bucket_fed_both_streams():
 
 def test_merging_a_bucket_without_latency_keeps_the_other_sketch():
     a, b = Bucket(), Bucket()
-    a.add({"latency_seconds": 0.2}, NO_FLAGS)
-    b.add({}, NO_FLAGS)
+    a.add(rec({"latency_seconds": 0.2}), NO_FLAGS)
+    b.add(rec({}), NO_FLAGS)
 
     b.merge(a)
     a.merge(Bucket())
@@ -447,7 +457,7 @@ def test_merging_a_bucket_without_latency_keeps_the_other_sketch():
 def test_summary_merges_restored_and_fresh_buckets():
     ws = make_windows()
     old = Bucket()
-    old.add({"latency_seconds": 1.0}, NO_FLAGS)
+    old.add(rec({"latency_seconds": 1.0}), NO_FLAGS)
     ws.restore("legal", 1000.0, {960: Bucket.from_bytes(old.to_bytes())})
 
     add(ws, "legal", 1030.0, {"latency_seconds": 3.0})
