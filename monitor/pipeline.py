@@ -98,11 +98,7 @@ class Pipeline:
         for domain in sorted(self.windows.domains):
             summary = self.windows.summary(domain)
             merged = summary.merged
-            latency = {}
-            for q in self._quantiles:
-                value = merged.latency_quantile(q)
-                if value is not None:
-                    latency[q] = value
+            latency = merged.latency_quantiles(self._quantiles)
             domains.append(DomainSnapshot(domain, self.records_total.get(domain, 0),
                                           summary.samples, quality_signals(merged), latency))
         return Snapshot(tuple(domains), dict(self.rejected), dict(consumer_lag or {}))

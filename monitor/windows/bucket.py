@@ -1,8 +1,10 @@
-"""One tumbling bucket: counts, sums and a latency sketch, all mergeable.
+"""One tumbling bucket: counts, sums and a latency histogram, all mergeable.
 
-Memory per bucket is bounded: a handful of numbers plus a DDSketch whose
-key range is bounded by clamping latencies to [1e-4 s, 1e5 s] (under a
-thousand bins at 1% relative accuracy).
+Latencies are counted in DDSketch's logarithmic bins (1% relative accuracy):
+the bucket keeps {bin key: count}, which merges by addition and serialises
+as plain numbers; quantiles are read through a DDSketch built from the bins.
+Memory per bucket is bounded: latencies are clamped to [1e-4 s, 1e5 s], so a
+bucket never holds more than ~1,000 bins.
 
 >>> from types import SimpleNamespace as R
 >>> a, b = Bucket(), Bucket()
@@ -16,14 +18,13 @@ thousand bins at 1% relative accuracy).
 
 from __future__ import annotations
 
-import base64
-
 import orjson
 from ddsketch import DDSketch
-from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
-from ddsketch.pb.proto import DDSketchProto
+from ddsketch.mapping import LogarithmicMapping
 
 RELATIVE_ACCURACY = 0.01
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
+_latency_key = _MAPPING.key
 _MIN_LATENCY = 1e-4
 _MAX_LATENCY = 1e5
 _FIELDS = ("count", "errors", "with_output", "refusals", "empty",
@@ -41,7 +42,7 @@ class Bucket:
         self.logprob_n = 0
         self.feedback_sum = 0.0
         self.feedback_n = 0
-        self.latency: DDSketch | None = None
+        self.latency: dict[int, int] = {}
 
     def add(self, record, flags: tuple) -> None:
         """Count one record; `flags` comes from `QualityJudge.flags(record)`."""
@@ -65,28 +66,37 @@ class Bucket:
             self.feedback_n += 1
         value = record.latency_ms
         if value is not None:
-            if self.latency is None:
-                self.latency = DDSketch(RELATIVE_ACCURACY)
-            self.latency.add(min(max(value / 1000.0, _MIN_LATENCY), _MAX_LATENCY))
+            key = _latency_key(min(max(value / 1000.0, _MIN_LATENCY), _MAX_LATENCY))
+            self.latency[key] = self.latency.get(key, 0) + 1
 
     def merge(self, other: "Bucket") -> None:
         for name in _FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        if other.latency is not None and other.latency.count:
-            if self.latency is None:
-                self.latency = DDSketch(RELATIVE_ACCURACY)
-            self.latency.merge(other.latency)
+        latency = self.latency
+        for key, count in other.latency.items():
+            latency[key] = latency.get(key, 0) + count
+
+    def latency_sketch(self) -> DDSketch | None:
+        """A DDSketch over this bucket's latencies (None without any)."""
+        if not self.latency:
+            return None
+        sketch = DDSketch(RELATIVE_ACCURACY)
+        for key, count in self.latency.items():
+            sketch.add(_MAPPING.value(key), count)
+        return sketch
+
+    def latency_quantiles(self, quantiles) -> dict[float, float]:
+        sketch = self.latency_sketch()
+        if sketch is None:
+            return {}
+        return {q: sketch.get_quantile_value(q) for q in quantiles}
 
     def latency_quantile(self, q: float) -> float | None:
-        if self.latency is None or not self.latency.count:
-            return None
-        return self.latency.get_quantile_value(q)
+        return self.latency_quantiles((q,)).get(q)
 
     def to_bytes(self) -> bytes:
         doc = {name: getattr(self, name) for name in _FIELDS}
-        if self.latency is not None:
-            raw = DDSketchProto.to_proto(self.latency).SerializeToString()
-            doc["latency"] = base64.b64encode(raw).decode("ascii")
+        doc["latency"] = sorted(self.latency.items())
         return orjson.dumps(doc)
 
     @classmethod
@@ -95,7 +105,5 @@ class Bucket:
         bucket = cls()
         for name in _FIELDS:
             setattr(bucket, name, doc[name])
-        if "latency" in doc:
-            message = DDSketchMessage.FromString(base64.b64decode(doc["latency"]))
-            bucket.latency = DDSketchProto.from_proto(message)
+        bucket.latency = {key: count for key, count in doc.get("latency", ())}
         return bucket

@@ -406,7 +406,7 @@ def test_empty_bucket_round_trips():
     restored = Bucket.from_bytes(Bucket().to_bytes())
 
     assert _state(restored) == (0, 0, 0, 0, 0, 0, 0)
-    assert restored.latency is None
+    assert restored.latency == {}
     assert restored.latency_quantile(0.5) is None
 
 
