@@ -107,11 +107,6 @@ class RecordConfig(_Section):
     max_bytes: int = Field(1_048_576, gt=0)
 
 
-class FeatureConfig(_Section):
-    attributes: list[str] = ["language", "channel"]
-    max_categories: int = Field(50, gt=0, description="distinct values kept per categorical feature")
-
-
 class QualityConfig(_Section):
     # Case-insensitive phrases searched for in the start of each output: cheap
     # (a substring search), so they are the default way to spot refusals.
@@ -152,7 +147,6 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     windows: WindowConfig = WindowConfig()
     records: RecordConfig = RecordConfig()
-    features: FeatureConfig = FeatureConfig()
     quality: QualityConfig = QualityConfig()
 
 

@@ -105,12 +105,13 @@ def main() -> int:
     with LocalBroker(log_path=str(out / "broker.log")) as broker:
         broker.create_topic(TOPIC, partitions=3)
         env = dict(os.environ, MONITOR_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-                   MONITOR_KAFKA_TOPIC=TOPIC, MONITOR_STATE_URL=f"sqlite:///{out / 'state.db'}",
+                   MONITOR_KAFKA_TOPIC=TOPIC, MONITOR_STATE_URL=f"sqlite:///{(out / 'state.db').resolve()}",
                    MONITOR_HTTP_ADDRESS=f"127.0.0.1:{port}")
         log = open(out / "daemon.log", "wb")
         print(f"starting the daemon: monitor run  (broker {broker.bootstrap_servers}, "
               f"metrics {url}/metrics)", flush=True)
-        daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run"], env=env,
+        # Run from demo-out/ so that no monitor.yaml is picked up: embedded defaults + env.
+        daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run"], env=env, cwd=out,
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(url, daemon)

@@ -1,5 +1,8 @@
 """Feature extraction from one accepted record (DESIGN.md §3, built-in features).
 
+The per-feature drift statistics are built on these values; the quality
+signals read records directly and do not need them.
+
 >>> from monitor.records import decode
 >>> r = decode(b'{"schema_version":1,"timestamp":0,"domain":"d","input":{"text":"hi"},'
 ...            b'"latency_ms":250,"attributes":{"language":"en"}}')

@@ -36,7 +36,8 @@ def topic(broker):
 class DaemonProcess:
     """One `monitor run` subprocess with its own config file, state and port."""
 
-    def __init__(self, workdir: Path, bootstrap: str, topic: str, group: str | None = None):
+    def __init__(self, workdir: Path, bootstrap: str, topic: str, group: str | None = None,
+                 fetcher: str = "process"):
         self.workdir = workdir
         self.port = free_port()
         self.state_path = workdir / "state.db"
@@ -48,6 +49,7 @@ class DaemonProcess:
             f"  group: {group or 'it-' + topic}\n"
             "  session_timeout_ms: 6000\n"
             "  heartbeat_interval_ms: 1000\n"
+            f"  fetcher: {fetcher}\n"
             "state:\n"
             f"  url: sqlite:///{self.state_path}\n"
             "  flush_interval_seconds: 0.2\n"
@@ -161,9 +163,9 @@ class DaemonProcess:
 def daemon_factory(tmp_path, broker, topic):
     made: list[DaemonProcess] = []
 
-    def make(workdir: Path | None = None) -> DaemonProcess:
+    def make(workdir: Path | None = None, fetcher: str = "process") -> DaemonProcess:
         workdir = workdir or tmp_path
-        daemon = DaemonProcess(workdir, broker.bootstrap_servers, topic)
+        daemon = DaemonProcess(workdir, broker.bootstrap_servers, topic, fetcher=fetcher)
         made.append(daemon)
         return daemon
 

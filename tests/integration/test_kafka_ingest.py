@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import time
 
+import pytest
+
 from kafka import KafkaConsumer, KafkaProducer
 
 from monitor.state import StateStore
@@ -40,11 +42,12 @@ def expected_counts(sent):
     return dict(accepted), dict(rejected)
 
 
+@pytest.mark.parametrize("fetcher", ["process", "inline"])
 def test_daemon_counts_every_record_exactly_and_dead_letters_carry_the_reason(
-        broker, topic, daemon_factory):
+        broker, topic, daemon_factory, fetcher):
     sent = produce_and_track(broker.bootstrap_servers, topic,
                              traffic(3000, start=time.time() - 600, rate=10, malformed_every=25))
-    daemon = daemon_factory().start()
+    daemon = daemon_factory(fetcher=fetcher).start()
     daemon.wait_ready()
     assert daemon.get("/-/healthy")[0] == 200
     accepted, rejected = daemon.wait_for_total(len(sent))

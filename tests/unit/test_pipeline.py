@@ -1,4 +1,4 @@
-"""Unit tests of monitor.pipeline.Pipeline: decode -> features -> flags -> windows, with counters."""
+"""Unit tests of monitor.pipeline.Pipeline: decode -> quality flags -> windows, with counters."""
 
 from __future__ import annotations
 
