@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
+                      field_validator)
 
 from monitor.errors import ConfigError
 
@@ -96,11 +97,13 @@ class WindowConfig(_Section):
     allowed_lateness_seconds: int = Field(300, ge=0)
     max_domains: int = Field(1000, gt=0)
 
-    @model_validator(mode="after")
-    def _whole_buckets(self):
-        if self.length_seconds % self.bucket_seconds:
-            raise ValueError("length_seconds must be a multiple of bucket_seconds")
-        return self
+    @field_validator("length_seconds")
+    @classmethod
+    def _whole_buckets(cls, value: int, info: ValidationInfo) -> int:
+        bucket = info.data.get("bucket_seconds")
+        if bucket and value % bucket:
+            raise ValueError(f"must be a multiple of bucket_seconds ({bucket})")
+        return value
 
 
 class RecordConfig(_Section):

@@ -365,7 +365,7 @@ def test_length_seconds_not_a_multiple_of_bucket_seconds_is_an_error(tmp_path):
     problems = problems_of(path)
 
     assert len(problems) == 1
-    assert problems[0] == "windows (line 1): length_seconds must be a multiple of bucket_seconds"
+    assert problems[0] == "windows.length_seconds (line 3): must be a multiple of bucket_seconds (60)"
 
 
 def test_refusal_pattern_that_does_not_compile_is_an_error(tmp_path):
