@@ -13,21 +13,11 @@ from hypothesis import strategies as st
 from monitor.errors import RecordError
 from monitor.records import DOMAIN_PATTERN, REJECT_REASONS, Record, decode
 
+from .test_records import FULL_RECORD
+
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-VALID = {
-    "schema_version": 1,
-    "request_id": "7f6c-0001",
-    "timestamp": "2026-11-28T19:54:09.123Z",
-    "domain": "legal",
-    "model": {"base": "llama-3.1-8b", "kind": "lora", "version": "v3"},
-    "input": {"text": "What is a tort?", "tokens": 412},
-    "output": {"text": "A tort is…", "tokens": 96, "finish_reason": "stop", "mean_logprob": -0.71},
-    "latency_ms": 842.1,
-    "status": "ok",
-    "feedback": {"score": 1.0},
-    "attributes": {"language": "en", "channel": "web"},
-}
+VALID = FULL_RECORD
 
 # Paths into VALID (and a few unknown ones) that a mutation may replace or delete.
 PATHS = [
