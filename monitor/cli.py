@@ -17,6 +17,7 @@ import orjson
 from monitor import __version__
 from monitor.config import load_config
 from monitor.errors import ConfigError, StateError
+from monitor.logs import configure_logging
 
 log = logging.getLogger("monitor")
 
@@ -55,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if not exc.code else 2
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         config = load_config(args.config)
         return _COMMANDS[args.command](args, config)

@@ -96,6 +96,7 @@ class WindowConfig(_Section):
     length_seconds: int = Field(900, gt=0)
     allowed_lateness_seconds: int = Field(300, ge=0)
     max_domains: int = Field(1000, gt=0)
+    max_future_seconds: float = Field(300, ge=0, description="event time allowed ahead of the clock")
 
     @field_validator("length_seconds")
     @classmethod

@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Callable
 
+from kafka.errors import KafkaError
+
 from monitor.config import Config
 from monitor.errors import StateError
 from monitor.exporter import SnapshotHolder, make_registry
@@ -56,6 +58,7 @@ class Daemon:
         self._state_loaded = False
         self._fatal: Exception | None = None
         self._lag: dict = {}
+        self._consistent = True
 
     # -- lifecycle -----------------------------------------------------------
     def stop(self) -> None:
@@ -76,6 +79,27 @@ class Daemon:
         return self.http
 
     def run(self) -> int:
+        """Load state, consume until stopped, shut down; 0 on a clean stop, 1 on a fatal error.
+        A state store that cannot be opened raises `StateError` (after cleaning up)."""
+        try:
+            self._start()
+            self._loop()
+        except FetcherDied as exc:
+            log.error("%s; stopping (a restart resumes from the stored offsets)", exc)
+            self._fatal = exc
+        except StateError:
+            raise
+        except KafkaError as exc:
+            log.error("Kafka at %s: %s", ",".join(self.config.kafka.bootstrap_servers), exc)
+            self._fatal = exc
+        except Exception as exc:
+            log.exception("unexpected error; stopping without committing the batch in progress")
+            self._fatal = exc
+        finally:
+            self._shutdown()
+        return 1 if self._fatal else 0
+
+    def _start(self) -> None:
         self.store = StateStore(self.config.state.url)
         stored = self.store.load()
         self.pipeline.restore(stored)
@@ -89,14 +113,6 @@ class Daemon:
             self.start_http()
         self.dead_letters = self._dead_letters_factory(self.config)
         self.source = self._source_factory(self.config, self._stored_offsets, self._on_revoked)
-        try:
-            self._loop()
-        except FetcherDied as exc:
-            log.error("%s; stopping (a restart resumes from the stored offsets)", exc)
-            self._fatal = exc
-        finally:
-            self._shutdown()
-        return 1 if self._fatal else 0
 
     # -- the loop ------------------------------------------------------------
     def _loop(self) -> None:
@@ -109,11 +125,15 @@ class Daemon:
         progress = _Progress(self.pipeline)
         while not self._stop.is_set() and self._fatal is None:
             for run in self.source.poll(timeout_ms=200):
+                # Until the run's offset is recorded, memory is ahead of the offsets:
+                # nothing may be committed if an exception escapes from here.
+                self._consistent = False
                 for index, value in enumerate(run.values):
                     error = process(value)
                     if error is not None:
                         send_dead_letter(run.message(index), error)
                 self.offsets[(run.topic, run.partition)] = run.next_offset
+                self._consistent = True
                 unflushed += len(run)
             now = time.monotonic()
             if unflushed >= cfg.flush_max_records or now >= next_flush:
@@ -140,6 +160,8 @@ class Daemon:
         return True
 
     def _flush(self, in_rebalance: bool = False) -> None:
+        if not self._consistent:
+            raise StateError("a batch was interrupted half-way; its state is not committed")
         self._unsaved.append(self.pipeline.take_changes(self.offsets))
         # Dead letters first: a rejected record is in the DLQ before its offset is committed.
         self.dead_letters.flush()
@@ -158,12 +180,18 @@ class Daemon:
 
     # -- rebalance callbacks (called from inside poll) -----------------------
     def _stored_offsets(self, partitions) -> dict[tuple[str, int], int]:
+        """Offsets to resume from: the store's, which match the state just committed."""
         wanted = set(partitions)
-        return {tp: o for tp, o in self.offsets.items() if tp in wanted}
+        topic = self.config.kafka.topic
+        return {(topic, p): o for p, o in self.store.offsets(topic).items() if (topic, p) in wanted}
 
     def _on_revoked(self, partitions) -> None:
         try:
             self._flush(in_rebalance=True)
+            # Whoever gets these partitions next resumes from the store; this
+            # process must not write their offsets again.
+            for tp in partitions:
+                self.offsets.pop(tuple(tp), None)
         except (StateError, DeadLetterError) as exc:
             # The in-memory state is ahead of the store; re-reading the partitions
             # from the stored offsets would count records twice. Exit instead: a
@@ -173,22 +201,29 @@ class Daemon:
             self._stop.set()
 
     def _shutdown(self) -> None:
-        if self.source is not None and not isinstance(self._fatal, (StateError, DeadLetterError)):
+        committable = self._consistent and not isinstance(self._fatal, (StateError, DeadLetterError))
+        if self.source is not None and committable:
             for attempt in range(3):
                 if self._try_flush():
                     break
                 time.sleep(1.0 + attempt)
             else:
                 log.error("could not flush state at shutdown; unflushed records will be re-read")
+        # Each step on its own: one failing must not leave the others undone.
+        steps = []
         if self.source is not None:
-            self.source.close()
+            steps.append(("source", self.source.close))
         if self.dead_letters is not None and hasattr(self.dead_letters, "close"):
-            self.dead_letters.close()
+            steps.append(("dead letters", self.dead_letters.close))
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            steps += [("http", self.http.shutdown), ("http", self.http.server_close)]
         if self.store is not None:
-            self.store.close()
+            steps.append(("state store", self.store.close))
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.warning("closing %s: %s", name, exc)
         log.info("stopped")
 
 
@@ -232,4 +267,4 @@ def _kafka_dead_letters(config: Config):
     topic = config.kafka.dead_letter_topic
     if config.kafka.create_dlq_topic:
         ensure_topic(config.kafka, topic)
-    return KafkaDeadLetters(make_dead_letter_producer(config.kafka), topic)
+    return KafkaDeadLetters(make_dead_letter_producer(config.kafka, config.records.max_bytes), topic)

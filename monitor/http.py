@@ -40,6 +40,7 @@ class MonitorHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: MonitorHTTPServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds an idle keep-alive connection may hold a thread
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]

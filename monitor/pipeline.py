@@ -49,10 +49,13 @@ class Snapshot:
 class Pipeline:
     """Holds window state and counters; `process(raw)` is the hot path."""
 
-    def __init__(self, config: Config, clock: Callable[[], float]):
+    def __init__(self, config: Config, clock: Callable[[], float], reject_future: bool = True):
+        """`clock` gives "now" for the windows; with `reject_future` (the daemon, on
+        the wall clock) records too far ahead of it are rejected."""
         w = config.windows
         self.windows = WindowSet(w.bucket_seconds, w.length_seconds, w.allowed_lateness_seconds,
-                                 w.max_domains, clock)
+                                 w.max_domains, clock,
+                                 w.max_future_seconds if reject_future else None)
         quality = config.quality
         self._flags = QualityJudge(quality.refusal_patterns, quality.refusal_scan_chars,
                                    quality.refusal_phrases).flags

@@ -55,7 +55,9 @@ def _domain_ok(domain: str) -> bool:
 _MIN_TS = 0.0  # 1970-01-01
 _MAX_TS = 7258118400.0  # 2200-01-01
 _MAX_TS_MS = 7258118400000
-_INF = math.inf
+# Bound on summed numbers (mean_logprob, feedback.score, latency_ms): keeps every
+# window sum finite, however many records a bucket takes.
+MAX_MAGNITUDE = 1e9
 _ATTRIBUTE_TYPES = (str, int, float, bool)
 
 
@@ -104,8 +106,8 @@ def _number(obj: dict, key: str, where: str):
         return None
     if type(value) is bool or not isinstance(value, (int, float)):
         _fail(BAD_TYPE, f"{where}{key} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        _fail(BAD_VALUE, f"{where}{key} must be finite")
+    if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+        _fail(BAD_VALUE, f"{where}{key} must be finite and within ±{MAX_MAGNITUDE:g}")
     return float(value)
 
 
@@ -183,7 +185,7 @@ def _validate(doc: dict) -> Record:
     else:
         timestamp = parse_timestamp(ts)
     domain = get("domain")
-    if type(domain) is not str or not _domain_ok(domain):
+    if type(domain) is not str or len(domain) > 128 or not _domain_ok(domain):
         if domain is None:
             _fail(MISSING_FIELD, "domain is required")
         if type(domain) is not str:
@@ -215,7 +217,8 @@ def _validate(doc: dict) -> Record:
         if (output_text is not None and type(output_text) is not str) or (
                 output_tokens is not None and (type(output_tokens) is not int or output_tokens < 0)) or (
                 finish_reason is not None and type(finish_reason) is not str) or (
-                mean_logprob is not None and type(mean_logprob) is not float):
+                mean_logprob is not None and (type(mean_logprob) is not float
+                                              or not -MAX_MAGNITUDE <= mean_logprob <= MAX_MAGNITUDE)):
             output_text = _string(out, "text", "output.")
             output_tokens = _count(out, "tokens", "output.")
             finish_reason = _string(out, "finish_reason", "output.")
@@ -237,7 +240,7 @@ def _validate(doc: dict) -> Record:
         model_kind = model_version = None
 
     latency_ms = get("latency_ms")
-    if latency_ms is not None and (type(latency_ms) is not float or not 0.0 <= latency_ms < _INF):
+    if latency_ms is not None and (type(latency_ms) is not float or not 0.0 <= latency_ms <= MAX_MAGNITUDE):
         latency_ms = _number(doc, "latency_ms", "")
         if latency_ms < 0:
             _fail(BAD_VALUE, "latency_ms must be >= 0")
@@ -247,7 +250,7 @@ def _validate(doc: dict) -> Record:
             _fail(BAD_TYPE, f"feedback must be an object, got {type(feedback).__name__}")
         feedback_score = feedback.get("score")
         if feedback_score is not None and (type(feedback_score) is not float
-                                           or not -_INF < feedback_score < _INF):
+                                           or not -MAX_MAGNITUDE <= feedback_score <= MAX_MAGNITUDE):
             feedback_score = _number(feedback, "score", "feedback.")
     else:
         feedback_score = None

@@ -47,7 +47,7 @@ def replay(path: str, config: Config, examples: int = 20) -> ReplayResult:
         # when a window needs "now", which is rare: on a new bucket or a snapshot).
         return max((w.watermark for w in pipeline.windows.domains.values()), default=-math.inf)
 
-    pipeline = Pipeline(config, clock)
+    pipeline = Pipeline(config, clock, reject_future=False)
     dead_letters = MemoryDeadLetters(limit=examples)
     for batch in read_jsonl(path):
         for message in batch:

@@ -25,11 +25,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from typing import Callable
 
 from monitor.config import KafkaConfig
+from monitor.logs import configure_logging
 from monitor.ingest.source import Run
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,11 @@ class FetcherSource:
     def close(self, timeout: float = 30.0) -> None:
         """Ask the child to leave the group; answer its revocation; wait for it."""
         try:
+            # A held rebalance message means the child is blocked waiting for our answer.
+            held, self._held = self._held, []
+            for message in held:
+                if message[0] in ("revoked", "assigned"):
+                    self._control(message)
             self._send(("stop",))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self._conn.poll(max(0.0, deadline - time.monotonic())):
@@ -149,7 +156,11 @@ class FetcherSource:
 
 # -- the child process --------------------------------------------------------
 def _child_main(config: KafkaConfig, conn, log_level: int) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The daemon decides when to stop (and tells us over the pipe); a Ctrl-C or
+    # SIGTERM sent to the whole process group must not cut a rebalance in half.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(log_level)
     _Child(config, conn).run()
 
 
@@ -236,7 +247,14 @@ class _Child:
                     source.close()
                 except Exception as exc:
                     log.debug("closing the consumer: %s", exc)
-            self.outbox.put(None)
+            # Wake the writer to finish; if the daemon is gone (outbox full, pipe
+            # broken), do not wait for room that will never come.
+            while not self.stop.is_set():
+                try:
+                    self.outbox.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
             writer.join(timeout=10)
 
     def _commands(self, source) -> bool:

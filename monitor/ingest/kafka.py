@@ -133,8 +133,12 @@ class KafkaSource:
         self.consumer.close(autocommit=False)
 
 
-def make_dead_letter_producer(config: KafkaConfig) -> KafkaProducer:
-    return KafkaProducer(linger_ms=20, acks="all", retries=5, **client_settings(config))
+def make_dead_letter_producer(config: KafkaConfig, max_record_bytes: int) -> KafkaProducer:
+    # Room for any record the pipeline accepts as input, plus headers; larger
+    # (too_large) letters are truncated by KafkaDeadLetters.
+    return KafkaProducer(linger_ms=20, acks="all", retries=5,
+                         max_request_size=max(1_048_576, max_record_bytes + 65_536),
+                         **client_settings(config))
 
 
 def ensure_topic(config: KafkaConfig, topic: str, partitions: int = 1) -> None:

@@ -1,4 +1,5 @@
-"""State store over SQLAlchemy Core: SQLite by default, Postgres by URL.
+"""State store over SQLAlchemy Core: SQLite (the statements stay dialect-neutral, with
+Postgres upserts ready for the multi-replica set-up, which is not tested yet).
 
 `commit(changes)` writes changed window buckets, counters and the next
 offsets in one transaction, so the stored state always matches the stored

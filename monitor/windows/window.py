@@ -1,8 +1,10 @@
 """Event-time sliding windows per domain, made of tumbling buckets.
 
 Each domain keeps a watermark: the latest event time it has seen. A record
-older than `watermark - allowed_lateness` is rejected as `late`; any other
-record lands in the bucket that holds its timestamp. The window of a domain
+older than `watermark - allowed_lateness` is rejected as `late`; in the daemon
+a record more than `max_future_seconds` ahead of the wall clock is rejected as
+`bad_timestamp` (it would make all real records late); any other record lands
+in the bucket that holds its timestamp. The window of a domain
 covers `(end - length, end]` with `end = max(watermark, now - allowed_lateness)`,
 so a domain that stops sending drains instead of freezing; `now` comes from the
 clock passed in (wall time in the daemon, the records' time in replay).
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from monitor.errors import RecordError
-from monitor.records import DOMAIN_LIMIT, LATE
+from monitor.records import BAD_TIMESTAMP, DOMAIN_LIMIT, LATE
 from monitor.windows.bucket import Bucket
 
 
@@ -61,7 +63,7 @@ class WindowSet:
     domains took records (`touched`) since the last `take_changes()`."""
 
     def __init__(self, bucket_seconds: int, length_seconds: int, allowed_lateness_seconds: int,
-                 max_domains: int, clock: Callable[[], float]):
+                 max_domains: int, clock: Callable[[], float], max_future_seconds: float | None = None):
         if bucket_seconds <= 0 or length_seconds <= 0 or length_seconds % bucket_seconds:
             raise ValueError("length_seconds must be a positive multiple of bucket_seconds")
         if allowed_lateness_seconds < 0 or max_domains <= 0:
@@ -71,6 +73,8 @@ class WindowSet:
         self.lateness = allowed_lateness_seconds
         self.max_domains = max_domains
         self.clock = clock
+        # None: no check (replay, where the clock is the records' own time).
+        self.max_future = max_future_seconds
         self.domains: dict[str, DomainWindow] = {}
         self.dirty: set[tuple[str, int]] = set()
         self.dropped: set[tuple[str, int]] = set()
@@ -91,6 +95,12 @@ class WindowSet:
                                     f"domain's watermark (allowed lateness {self.lateness}s)")
         start = int(timestamp // self.bucket_seconds) * self.bucket_seconds
         if timestamp > window.watermark:
+            # A record from the future would move the watermark ahead and make
+            # every real record after it "late", so it is refused instead.
+            if self.max_future is not None and timestamp > self.clock() + self.max_future:
+                raise RecordError(BAD_TIMESTAMP, f"event time is {timestamp - self.clock():.0f}s "
+                                                 f"ahead of the clock (windows.max_future_seconds "
+                                                 f"{self.max_future:g})")
             window.watermark = timestamp
         self.touched.add(domain)
         bucket = window.buckets.get(start)

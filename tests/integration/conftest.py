@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -133,12 +134,17 @@ class DaemonProcess:
                                  f"log:\n{self.log_tail()}")
 
     def kill9(self, whole_group: bool = False) -> None:
-        """SIGKILL the daemon (and, with whole_group, its fetcher child too)."""
+        """SIGKILL the daemon (and, with whole_group, its fetcher child too). Killing
+        the daemon alone, its fetcher child must notice and exit by itself."""
         if whole_group:
             os.killpg(self.process.pid, signal.SIGKILL)
-        else:
-            self.process.kill()
+            self.process.wait()
+            return
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        self.process.kill()
         self.process.wait()
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"orphaned after kill -9 of the daemon: {alive}"
 
     def terminate(self, timeout: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)

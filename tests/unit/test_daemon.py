@@ -457,3 +457,63 @@ def test_a_backlog_older_than_the_window_is_ingested_without_crashing(tmp_path):
 
     assert code == 0
     assert load(config).records_total == {"legal": 3}
+
+
+class ExplodingDeadLetters(MemoryDeadLetters):
+    """A dead-letter sink that fails in the middle of a run."""
+
+    def send(self, message, error):
+        raise RuntimeError("producer exploded")
+
+
+def test_an_error_in_the_middle_of_a_run_commits_nothing_of_that_run(tmp_path):
+    config = make_config(tmp_path)
+    now = time.time()
+    first = messages(0, [record("legal", i, now) for i in range(3)])
+    # Good records, a bad one whose dead letter fails, more good records: one run.
+    second = messages(0, [record("legal", i, now) for i in range(3, 5)] + [b"{bad"]
+                      + [record("legal", i, now) for i in range(5, 9)], first_offset=3)
+    source = FakeSource([[first]])
+
+    with Running(config, source, ExplodingDeadLetters()) as running:
+        running.wait_committed({(TOPIC, 0): 3})
+        source.add([second])
+        running.thread.join(10)
+        code = running.result.get("code")
+
+    assert code == 1
+    stored = load(config)
+    # Exactly the first run: neither the 2 good records before the failure nor the failure.
+    assert stored.records_total == {"legal": 3}
+    assert stored.rejected == {}
+    assert stored.offsets == {(TOPIC, 0): 3}
+    assert source.closed
+
+
+class RevokingSource(FakeSource):
+    """Revokes partitions from inside poll(), as kafka-python does."""
+
+    revoke: list | None = None
+
+    def poll(self, timeout_ms):
+        if self.revoke:
+            revoked, self.revoke = self.revoke, None
+            self.on_revoked(revoked)
+            self.events.append("revoked")
+        return super().poll(timeout_ms)
+
+
+def test_revoked_partitions_are_not_written_again_and_resume_from_the_store(tmp_path):
+    config = make_config(tmp_path)
+    now = time.time()
+    source = RevokingSource([[messages(0, [record("legal", i, now) for i in range(4)])],
+                             [messages(1, [record("support", i, now) for i in range(2)])]],
+                            partitions=[(TOPIC, 0), (TOPIC, 1)])
+
+    with Running(config, source, MemoryDeadLetters()) as running:
+        running.wait_committed({(TOPIC, 0): 4, (TOPIC, 1): 2})
+        source.revoke = [(TOPIC, 0)]
+        running.wait_for(lambda: "revoked" in source.events, what="the revocation")
+        assert (TOPIC, 0) not in running.daemon.offsets
+        assert source.stored_offsets([(TOPIC, 0), (TOPIC, 1)]) == {(TOPIC, 0): 4, (TOPIC, 1): 2}
+        assert running.stop() == 0

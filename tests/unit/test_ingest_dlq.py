@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+
 from monitor.errors import MonitorError, RecordError
+
 from monitor.ingest.dlq import (
+    TRUNCATED_BYTES,
     DeadLetterError,
     KafkaDeadLetters,
     MemoryDeadLetters,
@@ -19,11 +23,17 @@ ERROR = RecordError("invalid_json", "unexpected character: line 1 column 2")
 
 
 class FakeFuture:
-    def __init__(self, ok: bool):
+    """kafka-python's FutureRecordMetadata, as far as KafkaDeadLetters looks at it."""
+
+    def __init__(self, ok: bool, exception: Exception | None = None):
         self.ok = ok
+        self.exception = exception or (None if ok else KafkaConnectionError("broker down"))
 
     def succeeded(self) -> bool:
         return self.ok
+
+    def failed(self) -> bool:
+        return not self.ok
 
 
 class FakeProducer:
@@ -151,3 +161,60 @@ def test_close_closes_the_producer():
     KafkaDeadLetters(producer, "dlq").close()
 
     assert producer.closed
+
+
+class RefusingProducer(FakeProducer):
+    """Raises from send() (as kafka-python does for an oversized record) or from flush()."""
+
+    def __init__(self, send_error: Exception | None = None, flush_error: Exception | None = None,
+                 limit: int | None = None):
+        super().__init__()
+        self.send_error, self.flush_error, self.limit = send_error, flush_error, limit
+
+    def send(self, topic, key=None, value=None, headers=None):
+        if self.limit is not None and len(value) > self.limit:
+            raise MessageSizeTooLargeError(f"{len(value)} bytes")
+        if self.send_error is not None:
+            error, self.send_error = self.send_error, None
+            raise error
+        return super().send(topic, key=key, value=value, headers=headers)
+
+    def flush(self, timeout=None):
+        if self.flush_error is not None:
+            raise self.flush_error
+        return super().flush(timeout)
+
+
+def test_a_send_that_raises_is_retried_at_flush_and_send_itself_never_raises():
+    producer = RefusingProducer(send_error=KafkaTimeoutError("buffer full"))
+    letters = KafkaDeadLetters(producer, "dlq", timeout_seconds=1)
+
+    letters.send(MESSAGE, ERROR)  # does not raise
+    letters.flush()
+
+    assert [m["value"] for m in producer.sent] == [b"{bad"]
+
+
+def test_a_letter_too_large_to_send_is_sent_truncated_with_its_original_size():
+    big = Message("logs", 1, 7, b"k", b"x" * (TRUNCATED_BYTES + 10))
+    producer = RefusingProducer(limit=TRUNCATED_BYTES + 1)
+    letters = KafkaDeadLetters(producer, "dlq", timeout_seconds=1)
+
+    letters.send(big, RecordError("too_large", "too big"))
+    letters.flush()
+
+    (sent,) = producer.sent
+    assert sent["value"] == b"x" * TRUNCATED_BYTES
+    headers = dict(sent["headers"])
+    assert headers["monitor.value.truncated"] == str(TRUNCATED_BYTES + 10).encode()
+    assert headers["monitor.error.reason"] == b"too_large"
+
+
+def test_a_flush_timeout_becomes_a_dead_letter_error_not_a_crash():
+    producer = RefusingProducer(flush_error=KafkaTimeoutError("flush timed out"))
+    producer.failures = 10**6
+    letters = KafkaDeadLetters(producer, "dlq", timeout_seconds=0.1)
+    letters.send(MESSAGE, ERROR)
+
+    with pytest.raises(DeadLetterError):
+        letters.flush()

@@ -421,3 +421,27 @@ def test_rfc3339_timestamp_with_lower_case_t_and_z_is_accepted():
     record = decode(encode(with_changes(MINIMAL, timestamp="2026-11-28t19:54:09.123z")))
 
     assert record.timestamp == pytest.approx(EPOCH_SECONDS, abs=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("feedback", {"score": 1e308}),
+    ("feedback", {"score": -2e9}),
+    ("output", {"mean_logprob": 1e10}),
+    ("latency_ms", 1e300),
+])
+def test_numbers_too_large_to_sum_safely_are_rejected_as_bad_value(field, value):
+    doc = dict(FULL_RECORD, **{field: value})
+
+    with pytest.raises(RecordError) as info:
+        decode(orjson.dumps(doc))
+
+    assert info.value.reason == "bad_value"
+
+
+def test_a_huge_invalid_domain_is_rejected_without_being_cached():
+    doc = dict(FULL_RECORD, domain="x" * 100_000)
+
+    with pytest.raises(RecordError) as info:
+        decode(orjson.dumps(doc))
+
+    assert info.value.reason == "bad_value"

@@ -213,3 +213,17 @@ def test_ingest_path_does_not_import_torch():
                             timeout=120)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_replay_accepts_event_times_far_apart_because_its_clock_is_the_records(tmp_path):
+    from monitor.config import Config
+    from monitor.replay import replay
+
+    lines = [orjson.dumps({"schema_version": 1, "timestamp": int(t * 1000), "domain": "legal",
+                           "input": {"tokens": 3}}) for t in (1.0e9, 1.0e9 + 10, 1.5e9, 1.5e9 + 5)]
+    path = tmp_path / "gap.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    result = replay(str(path), Config())
+
+    assert result.to_json()["records"]["accepted"] == 4

@@ -467,3 +467,32 @@ def test_summary_merges_restored_and_fresh_buckets():
     assert merged.count == 3
     assert merged.latency_quantile(0.5) == pytest.approx(2.0, rel=0.0101)
     assert not math.isnan(merged.latency_quantile(1.0))
+
+
+def test_a_record_too_far_ahead_of_the_clock_is_a_bad_timestamp_and_moves_nothing():
+    ws = WindowSet(60, 900, 300, 10, clock=Clock(10_000.0), max_future_seconds=300)
+    add(ws, "legal", 10_000.0)
+
+    with pytest.raises(RecordError) as info:
+        add(ws, "legal", 10_000.0 + 86_400 * 365)  # a producer clock a year ahead
+
+    assert info.value.reason == "bad_timestamp"
+    assert ws.domains["legal"].watermark == 10_000.0
+    add(ws, "legal", 10_100.0)  # real records are still accepted
+    assert ws.summary("legal").samples == 2
+
+
+def test_records_within_the_future_allowance_are_accepted():
+    ws = WindowSet(60, 900, 300, 10, clock=Clock(10_000.0), max_future_seconds=300)
+
+    add(ws, "legal", 10_299.0)
+
+    assert ws.summary("legal").samples == 1
+
+
+def test_without_max_future_any_event_time_moves_the_watermark():
+    ws = make_windows(clock=Clock(0.0))
+
+    add(ws, "legal", 1e9)
+
+    assert ws.domains["legal"].watermark == 1e9
