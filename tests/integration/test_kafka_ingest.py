@@ -123,3 +123,25 @@ def test_restart_resumes_from_stored_offsets_without_recounting(broker, topic, d
     time.sleep(1.0)  # a recount would show up as more than 800
     accepted, rejected = again.counts()
     assert sum(accepted.values()) + sum(rejected.values()) == 800
+
+
+def test_a_record_too_large_for_the_dead_letter_topic_is_sent_truncated_and_ingest_goes_on(
+        broker, topic, daemon_factory):
+    huge = b'{"schema_version": 1, "padding": "' + b"x" * 1_500_000 + b'"}'
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=4_000_000)
+    producer.send(topic, key=b"legal", value=huge, partition=0).get(timeout=30)
+    producer.close()
+    after = produce_and_track(broker.bootstrap_servers, topic,
+                              traffic(300, start=time.time() - 100, rate=10))
+    daemon = daemon_factory().start()
+    daemon.wait_ready()
+
+    accepted, rejected = daemon.wait_for_total(301)
+
+    assert rejected == {"too_large": 1}
+    assert sum(accepted.values()) == len(after)
+    (letter,) = read_dead_letters(broker.bootstrap_servers, topic, 1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["monitor.error.reason"] == "too_large"
+    assert headers["monitor.value.truncated"] == str(len(huge))
+    assert letter.value == huge[:64 * 1024]
