@@ -58,6 +58,7 @@ class Daemon:
         self._state_loaded = False
         self._fatal: Exception | None = None
         self._lag: dict = {}
+        self._lag_at = 0.0
         self._consistent = True
 
     # -- lifecycle -----------------------------------------------------------
@@ -173,7 +174,7 @@ class Daemon:
             # consumer; the store already holds the offsets that matter.
             return
         self.source.commit(self.offsets)
-        if time.monotonic() - getattr(self, "_lag_at", 0.0) >= LAG_INTERVAL_SECONDS:
+        if time.monotonic() - self._lag_at >= LAG_INTERVAL_SECONDS:
             self._lag = self.source.lag()
             self._lag_at = time.monotonic()
         self.holder.publish(self.pipeline.snapshot(self._lag))
