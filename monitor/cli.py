@@ -39,8 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("file", metavar="FILE.jsonl")
     rp.add_argument("--json-out", metavar="F", help="write the result document to F ('-' = stdout)")
     rp.add_argument("--rules", metavar="PATH", help="rule file or folder (default rules/)")
-    rp.add_argument("--apply", action="store_true",
-                    help="execute actions instead of reporting them as dry_run")
 
     bp = sub.add_parser("broker", parents=[common],
                         help="start a local Kafka-compatible broker (Tansu) for development")
@@ -91,7 +89,8 @@ def cmd_replay(args, config) -> int:
         print(f"monitor: replay: {args.file}: no such file", file=sys.stderr)
         return 2
     if args.rules:
-        log.warning("--rules given, but rule evaluation is not part of this build yet; ignored")
+        log.warning("--rules %s: this version does not evaluate rules; `alerts` and `actions` "
+                    "stay empty", args.rules)
     started = time.monotonic()
     result = replay(args.file, config)
     doc = result.to_json()

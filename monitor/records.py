@@ -23,6 +23,7 @@ _rfc3339 = re.compile(
 import orjson
 
 from monitor.errors import RecordError
+from monitor.records_struct import decode_struct
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_BYTES = 1_048_576
@@ -55,6 +56,7 @@ def _domain_ok(domain: str) -> bool:
 _MIN_TS = 0.0  # 1970-01-01
 _MAX_TS = 7258118400.0  # 2200-01-01
 _MAX_TS_MS = 7258118400000
+_MAX_COUNT = 2**64 - 1  # orjson reads larger integers as floats
 # Bound on summed numbers (mean_logprob, feedback.score, latency_ms): keeps every
 # window sum finite, however many records a bucket takes.
 MAX_MAGNITUDE = 1e9
@@ -157,6 +159,58 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Record:
         _fail(INVALID_JSON, "empty message (tombstone)")
     if len(raw) > max_bytes:
         _fail(TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    # Fast path: msgspec checks types in C. Whatever it or the checks after it
+    # refuse is decoded again by the orjson path, which names the reason.
+    try:
+        r = decode_struct(raw)
+    except Exception:  # invalid JSON or UTF-8, wrong types, ...: let the orjson path say which
+        return decode_diagnostic(raw)
+    ts = r.timestamp
+    if type(ts) is str:
+        if _rfc3339(ts) is None:
+            return decode_diagnostic(raw)
+        try:
+            timestamp = _fromisoformat(ts.upper()).timestamp()
+        except ValueError:
+            return decode_diagnostic(raw)
+        if not _MIN_TS <= timestamp < _MAX_TS:
+            return decode_diagnostic(raw)
+    elif 0 <= ts < _MAX_TS_MS:
+        timestamp = ts / 1000.0
+    else:
+        return decode_diagnostic(raw)
+    domain = r.domain
+    if len(domain) > 128 or not _domain_ok(domain):
+        return decode_diagnostic(raw)
+    inp = r.input
+    input_text = inp.text
+    prompt_tokens = inp.tokens
+    if (input_text is None and prompt_tokens is None) or (
+            prompt_tokens is not None and prompt_tokens > _MAX_COUNT):
+        return decode_diagnostic(raw)
+    out = r.output
+    model = r.model
+    feedback = r.feedback
+    if out is None:
+        output_text = output_tokens = finish_reason = mean_logprob = None
+    else:
+        output_text, output_tokens = out.text, out.tokens
+        finish_reason, mean_logprob = out.finish_reason, out.mean_logprob
+        if output_tokens is not None and output_tokens > _MAX_COUNT:
+            return decode_diagnostic(raw)
+    return Record(
+        timestamp, domain, r.request_id,
+        model.kind if model is not None else None,
+        model.version if model is not None else None,
+        prompt_tokens, len(input_text) if input_text is not None else None, input_text,
+        output_text, output_tokens, finish_reason, mean_logprob, r.latency_ms, r.status,
+        feedback.score if feedback is not None else None, r.attributes,
+    )
+
+
+def decode_diagnostic(raw: bytes) -> Record:
+    """The orjson path: the same verdict as `decode`, with the exact reason and
+    message of the first problem found."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -7,11 +7,12 @@ import copy
 import math
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.errors import RecordError
-from monitor.records import DOMAIN_PATTERN, REJECT_REASONS, Record, decode
+from monitor.records import DOMAIN_PATTERN, REJECT_REASONS, Record, decode, decode_diagnostic
 
 from .test_records import FULL_RECORD
 
@@ -49,8 +50,18 @@ json_values = st.recursive(
 )
 
 
+def verdict(decoder, raw):
+    try:
+        record = decoder(raw)
+    except RecordError as error:
+        return "rejected", error.reason
+    return "accepted", {name: getattr(record, name) for name in Record.__slots__}
+
+
 def check_decodes_or_rejects(raw) -> Record | None:
-    """decode(raw) must return a sane Record or raise RecordError with a known reason."""
+    """decode(raw) must return a sane Record or raise RecordError with a known reason,
+    and its fast (msgspec) path must agree with the orjson path on everything."""
+    assert verdict(decode, raw) == verdict(decode_diagnostic, raw)
     try:
         record = decode(raw)
     except RecordError as error:
@@ -135,3 +146,25 @@ def test_mutated_valid_record_decodes_or_raises_record_error(changes):
 
 def test_unmutated_valid_record_is_accepted():
     assert check_decodes_or_rejects(orjson.dumps(VALID)) is not None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"schema_version": 1, "schema_version": 2, "timestamp": 0, "domain": "d", "input": {"tokens": 1}}',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "domain": 5, "input": {"tokens": 1}}',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"text": "\\ud800"}}',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"text": "\xff"}}',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"tokens": 1}, "model": {"base": 1e999}}',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"tokens": 18446744073709551616}}',
+    b'{"schema_version": 1, "timestamp": 1.5, "domain": "d", "input": {"tokens": 1}} ',
+    b' {"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"tokens": 1}}\n',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"tokens": 1}}{}',
+    b'{"schema_version": 1, "timestamp": 0, "domain": "d", "input": {"tokens": 1}, "attributes": {"n": 5}}',
+])
+def test_fast_and_diagnostic_paths_agree_on_edge_cases(raw):
+    assert verdict(decode, raw) == verdict(decode_diagnostic, raw)
+
+
+def test_the_fast_path_bound_matches_the_diagnostic_one():
+    from monitor import records, records_struct
+
+    assert records_struct.MAX_MAGNITUDE == records.MAX_MAGNITUDE
