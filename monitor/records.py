@@ -131,6 +131,13 @@ def _string(obj: dict, key: str, where: str):
     _fail(BAD_TYPE, f"{where}{key} must be a string, got {type(value).__name__}")
 
 
+def _object(obj: dict, key: str) -> dict | None:
+    value = obj.get(key)
+    if value is None or type(value) is dict:
+        return value
+    _fail(BAD_TYPE, f"{key} must be an object, got {type(value).__name__}")
+
+
 def parse_timestamp(value) -> float:
     """Epoch seconds from an RFC 3339 string or epoch milliseconds."""
     if type(value) is str:
@@ -221,107 +228,52 @@ def decode_diagnostic(raw: bytes) -> Record:
 
 
 def _validate(doc: dict) -> Record:
-    # The common case (a well-formed record) runs without helper calls: this is
-    # the hot path of ingest. Anything unusual falls to the checks that name it.
-    get = doc.get
-    version = get("schema_version")
-    if version is not SCHEMA_VERSION and (type(version) is not int or version != SCHEMA_VERSION):
-        if version is None:
-            _fail(MISSING_FIELD, "schema_version is required")
-        if type(version) is not int:
-            _fail(BAD_TYPE, f"schema_version must be an integer, got {type(version).__name__}")
+    """Check a parsed document field by field; the first problem raises."""
+    if "schema_version" not in doc or doc["schema_version"] is None:
+        _fail(MISSING_FIELD, "schema_version is required")
+    version = doc["schema_version"]
+    if type(version) is not int:
+        _fail(BAD_TYPE, f"schema_version must be an integer, got {type(version).__name__}")
+    if version != SCHEMA_VERSION:
         _fail(UNSUPPORTED_VERSION, f"schema_version {version} is not supported (expected 1)")
-    ts = get("timestamp")
-    if type(ts) is int and 0 <= ts < _MAX_TS_MS:
-        timestamp = ts / 1000.0
-    elif ts is None:
+    if doc.get("timestamp") is None:
         _fail(MISSING_FIELD, "timestamp is required")
-    else:
-        timestamp = parse_timestamp(ts)
-    domain = get("domain")
-    if type(domain) is not str or len(domain) > 128 or not _domain_ok(domain):
-        if domain is None:
-            _fail(MISSING_FIELD, "domain is required")
-        if type(domain) is not str:
-            _fail(BAD_TYPE, f"domain must be a string, got {type(domain).__name__}")
+    timestamp = parse_timestamp(doc["timestamp"])
+    domain = doc.get("domain")
+    if domain is None:
+        _fail(MISSING_FIELD, "domain is required")
+    if type(domain) is not str:
+        _fail(BAD_TYPE, f"domain must be a string, got {type(domain).__name__}")
+    if len(domain) > 128 or not _domain_ok(domain):
         _fail(BAD_VALUE, "domain must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
-    inp = get("input")
-    if type(inp) is not dict:
-        if inp is None:
-            _fail(MISSING_FIELD, "input.text or input.tokens is required")
-        _fail(BAD_TYPE, f"input must be an object, got {type(inp).__name__}")
-    input_text = inp.get("text")
-    prompt_tokens = inp.get("tokens")
-    if input_text is None and prompt_tokens is None:
+    inp = _object(doc, "input")
+    if inp is None or (inp.get("text") is None and inp.get("tokens") is None):
         _fail(MISSING_FIELD, "input.text or input.tokens is required")
-    if (input_text is not None and type(input_text) is not str) or (
-            prompt_tokens is not None and (type(prompt_tokens) is not int or prompt_tokens < 0)):
-        input_text = _string(inp, "text", "input.")
-        prompt_tokens = _count(inp, "tokens", "input.")
+    input_text = _string(inp, "text", "input.")
+    prompt_tokens = _count(inp, "tokens", "input.")
 
-    out = get("output")
-    if out is not None:
-        if type(out) is not dict:
-            _fail(BAD_TYPE, f"output must be an object, got {type(out).__name__}")
-        output_text = out.get("text")
-        output_tokens = out.get("tokens")
-        finish_reason = out.get("finish_reason")
-        mean_logprob = out.get("mean_logprob")
-        if (output_text is not None and type(output_text) is not str) or (
-                output_tokens is not None and (type(output_tokens) is not int or output_tokens < 0)) or (
-                finish_reason is not None and type(finish_reason) is not str) or (
-                mean_logprob is not None and (type(mean_logprob) is not float
-                                              or not -MAX_MAGNITUDE <= mean_logprob <= MAX_MAGNITUDE)):
-            output_text = _string(out, "text", "output.")
-            output_tokens = _count(out, "tokens", "output.")
-            finish_reason = _string(out, "finish_reason", "output.")
-            mean_logprob = _number(out, "mean_logprob", "output.")
-    else:
-        output_text = output_tokens = finish_reason = mean_logprob = None
+    out = _object(doc, "output") or {}
+    output_text = _string(out, "text", "output.")
+    output_tokens = _count(out, "tokens", "output.")
+    finish_reason = _string(out, "finish_reason", "output.")
+    mean_logprob = _number(out, "mean_logprob", "output.")
 
-    model = get("model")
-    if model is not None:
-        if type(model) is not dict:
-            _fail(BAD_TYPE, f"model must be an object, got {type(model).__name__}")
-        model_kind = model.get("kind")
-        model_version = model.get("version")
-        if (model_kind is not None and type(model_kind) is not str) or (
-                model_version is not None and type(model_version) is not str):
-            model_kind = _string(model, "kind", "model.")
-            model_version = _string(model, "version", "model.")
-    else:
-        model_kind = model_version = None
+    model = _object(doc, "model") or {}
+    model_kind = _string(model, "kind", "model.")
+    model_version = _string(model, "version", "model.")
 
-    latency_ms = get("latency_ms")
-    if latency_ms is not None and (type(latency_ms) is not float or not 0.0 <= latency_ms <= MAX_MAGNITUDE):
-        latency_ms = _number(doc, "latency_ms", "")
-        if latency_ms < 0:
-            _fail(BAD_VALUE, "latency_ms must be >= 0")
-    feedback = get("feedback")
-    if feedback is not None:
-        if type(feedback) is not dict:
-            _fail(BAD_TYPE, f"feedback must be an object, got {type(feedback).__name__}")
-        feedback_score = feedback.get("score")
-        if feedback_score is not None and (type(feedback_score) is not float
-                                           or not -MAX_MAGNITUDE <= feedback_score <= MAX_MAGNITUDE):
-            feedback_score = _number(feedback, "score", "feedback.")
-    else:
-        feedback_score = None
-    request_id = get("request_id")
-    status = get("status")
-    if (request_id is not None and type(request_id) is not str) or (
-            status is not None and type(status) is not str):
-        request_id = _string(doc, "request_id", "")
-        status = _string(doc, "status", "")
+    latency_ms = _number(doc, "latency_ms", "")
+    if latency_ms is not None and latency_ms < 0:
+        _fail(BAD_VALUE, "latency_ms must be >= 0")
+    feedback_score = _number(_object(doc, "feedback") or {}, "score", "feedback.")
+    request_id = _string(doc, "request_id", "")
+    status = _string(doc, "status", "")
 
-    attributes = get("attributes")
-    if attributes is not None:
-        if type(attributes) is not dict:
-            _fail(BAD_TYPE, f"attributes must be an object, got {type(attributes).__name__}")
-        for key, value in attributes.items():
-            if value is not None and type(value) not in _ATTRIBUTE_TYPES:
-                _fail(BAD_TYPE, f"attributes.{key[:40]} must be a string, number or boolean")
+    attributes = _object(doc, "attributes")
+    for key, value in (attributes or {}).items():
+        if value is not None and type(value) not in _ATTRIBUTE_TYPES:
+            _fail(BAD_TYPE, f"attributes.{key[:40]} must be a string, number or boolean")
 
     return Record(
         timestamp, domain, request_id, model_kind, model_version, prompt_tokens,
