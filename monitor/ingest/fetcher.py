@@ -248,13 +248,11 @@ class _Child:
                 except Exception as exc:
                     log.debug("closing the consumer: %s", exc)
             # Wake the writer to finish; if the daemon is gone (outbox full, pipe
-            # broken), do not wait for room that will never come.
-            while not self.stop.is_set():
-                try:
-                    self.outbox.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            # broken), send() gives up instead of waiting for room that never comes.
+            try:
+                self.send(None)
+            except FetcherDied:
+                pass
             writer.join(timeout=10)
 
     def _commands(self, source) -> bool:

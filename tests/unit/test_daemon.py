@@ -105,6 +105,13 @@ def make_config(tmp_path) -> Config:
     })
 
 
+def slow_flush_config(tmp_path) -> Config:
+    """A config whose timed flush never comes during a test: only revocations flush."""
+    config = make_config(tmp_path)
+    return config.model_copy(update={"state": config.state.model_copy(
+        update={"flush_interval_seconds": 60})})
+
+
 class Running:
     """A daemon running in a thread."""
 
@@ -334,9 +341,7 @@ def test_stored_offsets_of_other_topics_are_not_handed_to_the_source(tmp_path):
 
 
 def test_revoking_partitions_persists_the_state_first(tmp_path):
-    config = make_config(tmp_path)
-    base = config.state.model_copy(update={"flush_interval_seconds": 60})
-    config = config.model_copy(update={"state": base})
+    config = slow_flush_config(tmp_path)
     now = time.time()
     source = FakeSource([[messages(0, [record("legal", i, now) for i in range(3)])]])
 
@@ -394,9 +399,7 @@ def test_failing_state_commits_pause_then_resume_consumption_without_losing_reco
 def test_a_dead_fetcher_stops_the_daemon_with_1_after_flushing_what_it_processed(tmp_path):
     from monitor.ingest.fetcher import FetcherDied
 
-    config = make_config(tmp_path)
-    base = config.state.model_copy(update={"flush_interval_seconds": 60})
-    config = config.model_copy(update={"state": base})
+    config = slow_flush_config(tmp_path)
     now = time.time()
 
     class DyingSource(FakeSource):
@@ -420,9 +423,7 @@ def test_a_dead_fetcher_stops_the_daemon_with_1_after_flushing_what_it_processed
 
 
 def test_failing_to_persist_state_on_revocation_stops_the_daemon_with_1(tmp_path, monkeypatch):
-    config = make_config(tmp_path)
-    base = config.state.model_copy(update={"flush_interval_seconds": 60})
-    config = config.model_copy(update={"state": base})
+    config = slow_flush_config(tmp_path)
     now = time.time()
     source = FakeSource([[messages(0, [record("legal", i, now) for i in range(3)])]])
 
