@@ -19,7 +19,7 @@ from typing import Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
-                      field_validator)
+                      field_validator, model_validator)
 
 from monitor.errors import ConfigError
 
@@ -145,6 +145,133 @@ class QualityConfig(_Section):
         return values
 
 
+# The built-in features (DESIGN.md §3); `attributes.<name>` for each configured
+# attribute is categorical too. Kept here, not in monitor.features, so config
+# validation does not import the feature code.
+NUMERIC_FEATURES = ("prompt_tokens", "prompt_chars", "output_tokens", "latency_seconds",
+                    "mean_logprob", "feedback_score")
+CATEGORICAL_FEATURES = ("finish_reason", "status")
+EMBEDDING_FEATURE = "embedding"
+
+
+# Marks a validator message that lists several problems, each with its own path.
+PROBLEMS = "problems:\n"
+
+
+class DriftRule(_Section):
+    """How one feature (or every feature of a domain) decides drift; unset keys inherit."""
+
+    effect: str | None = Field(None, description="method whose score must pass `threshold`")
+    test: str | None = Field(None, description="method whose BH-adjusted p-value must be < alpha")
+    threshold: float | None = Field(None, gt=0)
+    alpha: float | None = Field(None, gt=0, lt=1)
+    min_samples: int | None = Field(None, gt=0)
+
+
+class DomainDriftRule(DriftRule):
+    features: dict[str, DriftRule] = {}
+
+
+class EmbeddingConfig(_Section):
+    enabled: bool = True
+    texts_per_bucket: int = Field(8, gt=0, description="prompt texts sampled per bucket")
+    reference_texts: int = Field(256, gt=1)
+    max_chars: int = Field(512, gt=0, description="each sampled prompt is cut to this")
+    min_texts: int = Field(50, gt=1, description="fewer texts in the window: no decision")
+    batch_size: int = Field(32, gt=0)
+    threads: int = Field(1, gt=0, description="torch threads of the daemon's embedding worker")
+    permutations: int = Field(1000, gt=0, description="at least; more when many tests share BH")
+    max_permutations: int = Field(20000, gt=0)
+
+
+class DriftConfig(_Section):
+    enabled: bool = True
+    reference_records: int = Field(5000, gt=1, description="first N accepted records of a domain")
+    reference_sample: int = Field(2000, gt=1, description="raw values kept per numeric feature")
+    evaluation_interval_seconds: float = Field(60, gt=0)
+    min_samples: int = Field(500, gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    bins: int = Field(10, ge=2, le=100, description="reference-quantile bins per numeric feature")
+    max_categories: int = Field(32, gt=0, description="per feature; the rest count as __other__")
+    reservoir_per_bucket: int = Field(64, gt=0)
+    attributes: list[str] = []
+    thresholds: dict[str, float] = {}
+    decision: dict[str, DriftRule] = {
+        "numeric": DriftRule(effect="psi", test="ks"),
+        "categorical": DriftRule(effect="psi", test="chi2"),
+        "embedding": DriftRule(effect="mmd", test="mmd"),
+    }
+    features: dict[str, DriftRule] = {}
+    domains: dict[str, DomainDriftRule] = {}
+    embeddings: EmbeddingConfig = EmbeddingConfig()
+
+    def feature_type(self, feature: str) -> str | None:
+        if feature in NUMERIC_FEATURES:
+            return "numeric"
+        if feature in CATEGORICAL_FEATURES or (feature.startswith("attributes.")
+                                                and feature[11:] in self.attributes):
+            return "categorical"
+        if feature == EMBEDDING_FEATURE:
+            return "embedding"
+        return None
+
+    @model_validator(mode="after")
+    def _known_names(self):
+        from monitor.drift import METHODS
+
+        problems: list[tuple[tuple, str]] = []  # (path below `drift`, message)
+        for method, value in self.thresholds.items():
+            if method not in METHODS:
+                problems.append((("thresholds", method),
+                                 f"unknown method (one of {', '.join(METHODS)})"))
+            elif not value > 0:
+                problems.append((("thresholds", method), "must be > 0"))
+        for kind in self.decision:
+            if kind not in ("numeric", "categorical", "embedding"):
+                problems.append((("decision", kind), "must be numeric, categorical or embedding"))
+
+        def check(rule: DriftRule, where: tuple, kinds: tuple[str, ...]):
+            for role in ("effect", "test"):
+                name = getattr(rule, role)
+                if name is None:
+                    continue
+                method = METHODS.get(name)
+                if method is None:
+                    problems.append((where + (role,), f"unknown method {name!r} "
+                                                      f"(one of {', '.join(METHODS)})"))
+                    continue
+                wrong = [k for k in kinds if k not in method.feature_types]
+                if wrong:
+                    problems.append((where + (role,),
+                                     f"{name} does not apply to {wrong[0]} features"))
+                if role == "test" and not method.has_pvalue:
+                    problems.append((where + ("test",), f"{name} has no p-value"))
+
+        for kind, rule in self.decision.items():
+            if kind in ("numeric", "categorical", "embedding"):
+                check(rule, ("decision", kind), (kind,))
+
+        def features(rules: dict, prefix: tuple):
+            for feature, rule in rules.items():
+                kind = self.feature_type(feature)
+                if kind is None:
+                    problems.append((prefix + (feature,), "unknown feature (built-in: "
+                                     f"{', '.join(NUMERIC_FEATURES + CATEGORICAL_FEATURES)}, "
+                                     "embedding, or attributes.<name> listed in drift.attributes)"))
+                else:
+                    check(rule, prefix + (feature,), (kind,))
+
+        features(self.features, ("features",))
+        for domain, rule in self.domains.items():
+            check(rule, ("domains", domain), ())
+            features(rule.features, ("domains", domain, "features"))
+        if problems:
+            # load_config turns each into "drift.<path> (line N): message".
+            raise ValueError(PROBLEMS + "\n".join("\x1f".join(path) + "\t" + message
+                                                   for path, message in problems))
+        return self
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     state: StateConfig = StateConfig()
@@ -152,6 +279,7 @@ class Config(_Section):
     windows: WindowConfig = WindowConfig()
     records: RecordConfig = RecordConfig()
     quality: QualityConfig = QualityConfig()
+    drift: DriftConfig = DriftConfig()
 
 
 # Environment variable -> (section, field). Secrets appear only here.
@@ -202,7 +330,8 @@ def load_config(path: str | os.PathLike | None = None, environ: dict | None = No
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_describe(error, lines) for error in exc.errors())
+        for error in exc.errors():
+            problems.extend(_describe(error, lines))
         config = None
     if problems:
         raise ConfigError(problems, source)
@@ -238,8 +367,24 @@ def _collect_lines(node, path: tuple, lines: dict) -> None:
             _collect_lines(value, path + (index,), lines)
 
 
-def _describe(error: dict, lines: dict) -> str:
+def _describe(error: dict, lines: dict) -> list[str]:
     loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "field required"
+    elif error["type"] == "extra_forbidden":
+        message = "unknown field"
+    if message.startswith(PROBLEMS):
+        # A section validator reporting problems below it, each "path\tmessage".
+        described = []
+        for part in message[len(PROBLEMS):].split("\n"):
+            sub, _, text = part.partition("\t")
+            described.append(_locate(loc + tuple(sub.split("\x1f")), text, lines))
+        return described
+    return [_locate(loc, message, lines)]
+
+
+def _locate(loc: tuple, message: str, lines: dict) -> str:
     path = ".".join(str(part) for part in loc) or "(top level)"
     where = ""
     for depth in range(len(loc), 0, -1):
@@ -247,9 +392,4 @@ def _describe(error: dict, lines: dict) -> str:
             found = lines[loc[:depth]]
             where = f" ({found})" if isinstance(found, str) else f" (line {found})"
             break
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "missing":
-        message = "field required"
-    elif error["type"] == "extra_forbidden":
-        message = "unknown field"
     return f"{path}{where}: {message}"

@@ -6,7 +6,8 @@ This is the only module that connects the parts. The loop:
 2. poll a batch, run each record through the pipeline, send rejects to the DLQ;
 3. every `state.flush_interval_seconds` (or `flush_max_records` records):
    confirm dead letters, commit state + next offsets in one transaction,
-   commit offsets to Kafka, publish a new snapshot;
+   commit offsets to Kafka, evaluate drift when `drift.evaluation_interval_seconds`
+   have passed, publish a new snapshot;
 4. if the store (or the DLQ) refuses a commit, pause the partitions, keep
    polling so the group membership stays alive, retry with backoff, resume;
 5. on SIGTERM: stop polling, flush, commit, close, exit 0.
@@ -60,6 +61,7 @@ class Daemon:
         self._lag: dict = {}
         self._lag_at = 0.0
         self._consistent = True
+        self.embedder = None
 
     # -- lifecycle -----------------------------------------------------------
     def stop(self) -> None:
@@ -102,6 +104,7 @@ class Daemon:
 
     def _start(self) -> None:
         self.store = StateStore(self.config.state.url)
+        self._load_embedder()
         stored = self.store.load()
         self.pipeline.restore(stored)
         topic = self.config.kafka.topic
@@ -177,7 +180,52 @@ class Daemon:
         if time.monotonic() - self._lag_at >= LAG_INTERVAL_SECONDS:
             self._lag = self.source.lag()
             self._lag_at = time.monotonic()
+        self._evaluate_drift()
         self.holder.publish(self.pipeline.snapshot(self._lag))
+
+    def _load_embedder(self) -> None:
+        drift = self.config.drift
+        if not (drift.enabled and drift.embeddings.enabled) or self.pipeline.drift is None:
+            return
+        from monitor.features.embeddings import BackgroundEmbedder, load_embedder
+
+        embedder = load_embedder(batch_size=drift.embeddings.batch_size,
+                                 threads=drift.embeddings.threads)
+        if embedder is not None:
+            self.embedder = BackgroundEmbedder(embedder, drift.embeddings.batch_size)
+            # Sketch layouts depend on whether texts are kept: rebuild the tracker.
+            self.pipeline.set_embedder(self.embedder)
+            log.info("semantic drift is on (all-MiniLM-L6-v2 on the CPU, %d thread(s))",
+                     drift.embeddings.threads)
+
+    def _evaluate_drift(self) -> None:
+        """Evaluate when due; first pick up references rebuilt by `monitor reference build`."""
+        pipeline = self.pipeline
+        if pipeline.drift is None:
+            return
+        last = pipeline.drift.last
+        now = self.clock()
+        if last is not None and now - last.at < self.config.drift.evaluation_interval_seconds:
+            return
+        # Right after a commit the store holds every reference the pipeline built,
+        # so an active reference that differs was written by someone else.
+        for domain, ref_id in self.store.active_reference_ids().items():
+            current = pipeline.drift.references.get(domain)
+            if current is None or current.id != ref_id:
+                reference = self.store.references(domain, active_only=True).get(domain)
+                if reference is not None:
+                    pipeline.drift.use(reference)
+                    log.info("domain %s: using reference %s (version %s, %d records, %s)",
+                             domain, reference.id, reference.version or "-", reference.count,
+                             reference.source)
+        started = time.monotonic()
+        evaluation = pipeline.maybe_evaluate(now)
+        if evaluation is not None:
+            took = time.monotonic() - started
+            detected = [f"{d.domain}/{d.feature}" for d in evaluation.decisions if d.detected]
+            log.log(logging.INFO if detected else logging.DEBUG,
+                    "drift evaluated in %.2fs: %d test(s), drift in %s", took, evaluation.tests,
+                    ", ".join(detected) or "none")
 
     # -- rebalance callbacks (called from inside poll) -----------------------
     def _stored_offsets(self, partitions) -> dict[tuple[str, int], int]:
@@ -220,6 +268,8 @@ class Daemon:
             steps += [("http", self.http.shutdown), ("http", self.http.server_close)]
         if self.store is not None:
             steps.append(("state store", self.store.close))
+        if self.embedder is not None:
+            steps.append(("embedder", self.embedder.close))
         for name, step in steps:
             try:
                 step()

@@ -73,6 +73,26 @@ class MonitorCollector(Collector):
         build = GaugeMetricFamily(m.BUILD_INFO, "Build of the monitor.", labels=["version"])
         build.add_metric([__version__], 1)
         yield from (records, rejected, samples, quality, latency, lag, build)
+        if snap.drift is not None:
+            yield from _drift(snap.drift)
+
+
+def _drift(evaluation):
+    score = GaugeMetricFamily(m.DRIFT_SCORE, "Drift score of the current window against the "
+                              "domain's reference, per feature and method.",
+                              labels=["domain", "feature", "method"])
+    pvalue = GaugeMetricFamily(m.DRIFT_PVALUE, "Unadjusted p-value of the drift test (methods "
+                               "with a test only).", labels=["domain", "feature", "method"])
+    for r in evaluation.results:
+        score.add_metric([r.domain, r.feature, r.method], r.score)
+        if r.pvalue is not None:
+            pvalue.add_metric([r.domain, r.feature, r.method], r.pvalue)
+    detected = GaugeMetricFamily(m.DRIFT_DETECTED, "1 when the feature drifted: enough samples, "
+                                 "effect above its threshold and Benjamini-Hochberg adjusted "
+                                 "p-value below alpha.", labels=["domain", "feature"])
+    for d in evaluation.decisions:
+        detected.add_metric([d.domain, d.feature], 1.0 if d.detected else 0.0)
+    return score, pvalue, detected
 
 
 def make_registry(holder: SnapshotHolder) -> CollectorRegistry:

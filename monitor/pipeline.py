@@ -1,5 +1,5 @@
-"""The per-record pipeline: decode -> quality flags -> windows,
-with the counters that go with it. Sources (Kafka, a replay file) feed it raw
+"""The per-record pipeline: decode -> quality flags -> windows -> drift sketches,
+with the counters that go with it, and the drift evaluation over the windows. Sources (Kafka, a replay file) feed it raw
 message values; it never raises on a bad record, it returns the `RecordError`.
 
 >>> p = Pipeline(Config(), clock=lambda: 0.0)
@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from monitor.config import Config
+from monitor.drift.evaluate import DriftEvaluation
+from monitor.drift.reference import Reference
+from monitor.drift.tracker import DriftTracker
 from monitor.errors import RecordError
 from monitor.quality import QualityJudge, quality_signals
 from monitor.records import decode
@@ -40,6 +43,8 @@ class Snapshot:
     domains: tuple[DomainSnapshot, ...] = ()
     rejected: dict[str, int] = field(default_factory=dict)
     consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    drift: DriftEvaluation | None = None
+    references: dict[str, Reference] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -49,9 +54,14 @@ class Snapshot:
 class Pipeline:
     """Holds window state and counters; `process(raw)` is the hot path."""
 
-    def __init__(self, config: Config, clock: Callable[[], float], reject_future: bool = True):
+    def __init__(self, config: Config, clock: Callable[[], float], reject_future: bool = True,
+                 embedder=None, event_time_evaluation: bool = False):
         """`clock` gives "now" for the windows; with `reject_future` (the daemon, on
-        the wall clock) records too far ahead of it are rejected."""
+        the wall clock) records too far ahead of it are rejected. `embedder` turns
+        prompt texts into sentence embeddings (None: semantic drift is off). With
+        `event_time_evaluation` (replay) drift is evaluated when a record's time
+        crosses the next multiple of `drift.evaluation_interval_seconds`, before
+        that record is counted; the daemon calls `maybe_evaluate()` instead."""
         w = config.windows
         self.windows = WindowSet(w.bucket_seconds, w.length_seconds, w.allowed_lateness_seconds,
                                  w.max_domains, clock,
@@ -64,19 +74,59 @@ class Pipeline:
         self.records_total: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self._changed_reasons: set[str] = set()
+        self.clock = clock
+        self.drift = DriftTracker(config.drift, embedder) if config.drift.enabled else None
+        self._observe = self.drift.observe if self.drift is not None else None
+        self._interval = config.drift.evaluation_interval_seconds
+        self._next_evaluation = float("-inf") if event_time_evaluation else None
+        self.on_evaluation: Callable[[DriftEvaluation], None] | None = None
 
     def process(self, raw: bytes) -> RecordError | None:
         """Apply one message value; return the error when the record is rejected."""
         try:
             record = decode(raw, self._max_bytes)
-            self.windows.add(record, self._flags(record))
+            if self._next_evaluation is not None and record.timestamp >= self._next_evaluation:
+                self._evaluate_event_time(record.timestamp)
+            bucket = self.windows.add(record, self._flags(record))
         except RecordError as error:
             self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
             self._changed_reasons.add(error.reason)
             return error
         domain = record.domain
         self.records_total[domain] = self.records_total.get(domain, 0) + 1
+        if self._observe is not None:
+            self._observe(record, bucket)
         return None
+
+    def set_embedder(self, embedder) -> None:
+        """Turn semantic drift on; call before `restore` (sketch layouts change)."""
+        if self.drift is not None:
+            self.drift = DriftTracker(self.drift.cfg, embedder)
+            self._observe = self.drift.observe
+
+    def _evaluate_event_time(self, timestamp: float) -> None:
+        boundary = (timestamp // self._interval) * self._interval
+        if self._next_evaluation != float("-inf") and self.windows.domains:
+            self.evaluate(at=boundary)
+        self._next_evaluation = boundary + self._interval
+
+    def evaluate(self, at: float | None = None) -> DriftEvaluation | None:
+        """Evaluate drift over the current windows now (or at event time `at`)."""
+        if self.drift is None:
+            return None
+        evaluation = self.drift.evaluate(self.windows, self.clock() if at is None else at)
+        if self.on_evaluation is not None:
+            self.on_evaluation(evaluation)
+        return evaluation
+
+    def maybe_evaluate(self, now: float) -> DriftEvaluation | None:
+        """Evaluate when `drift.evaluation_interval_seconds` have passed since the last time."""
+        if self.drift is None:
+            return None
+        last = self.drift.last
+        if last is not None and now - last.at < self._interval:
+            return None
+        return self.evaluate(now)
 
     def restore(self, stored: StoredState) -> None:
         """Load counters and windows read back from the state store."""
@@ -86,6 +136,9 @@ class Pipeline:
             buckets = {start: Bucket.from_bytes(data)
                        for start, data in stored.buckets.get(domain, {}).items()}
             self.windows.restore(domain, watermark, buckets)
+        if self.drift is not None:
+            for reference in stored.references.values():
+                self.drift.use(reference)
 
     def take_changes(self, offsets: dict[tuple[str, int], int]) -> StateChanges:
         """What changed since the last call, with the offsets it corresponds to."""
@@ -93,8 +146,9 @@ class Pipeline:
         domains = {d: (w, self.records_total.get(d, 0)) for d, w in watermarks.items()}
         rejected = {r: self.rejected[r] for r in self._changed_reasons}
         self._changed_reasons.clear()
+        references = self.drift.take_built() if self.drift is not None else []
         return StateChanges(buckets=changed, dropped_buckets=dropped, domains=domains,
-                            rejected=rejected, offsets=dict(offsets))
+                            rejected=rejected, offsets=dict(offsets), references=references)
 
     def snapshot(self, consumer_lag: dict[tuple[str, int], int] | None = None) -> Snapshot:
         domains = []
@@ -104,4 +158,7 @@ class Pipeline:
             latency = merged.latency_quantiles(self._quantiles)
             domains.append(DomainSnapshot(domain, self.records_total.get(domain, 0),
                                           summary.samples, quality_signals(merged), latency))
-        return Snapshot(tuple(domains), dict(self.rejected), dict(consumer_lag or {}))
+        drift = self.drift.last if self.drift is not None else None
+        references = dict(self.drift.references) if self.drift is not None else {}
+        return Snapshot(tuple(domains), dict(self.rejected), dict(consumer_lag or {}), drift,
+                        references)

@@ -18,6 +18,9 @@ from __future__ import annotations
 NUMERIC = ("prompt_tokens", "prompt_chars", "output_tokens", "latency_seconds",
            "mean_logprob", "feedback_score")
 CATEGORICAL = ("finish_reason", "status")
+_NUMERIC_ATTRIBUTES = {"prompt_tokens": "prompt_tokens", "prompt_chars": "prompt_chars",
+                       "output_tokens": "output_tokens", "mean_logprob": "mean_logprob",
+                       "feedback_score": "feedback_score"}
 MAX_CATEGORY_LENGTH = 64
 
 
@@ -32,10 +35,64 @@ class Features:
 
 
 class FeatureExtractor:
-    """Turns a `Record` into `Features`; `attributes` names the attributes kept as categories."""
+    """Turns a `Record` into `Features`; `attributes` names the attributes kept as categories.
+
+    `row(record)` is the hot-path form used by the drift sketches: two tuples in
+    the fixed orders `numeric_names` and `categorical_names`, None where absent.
+
+    >>> from monitor.records import Record
+    >>> r = Record(0.0, "d", prompt_tokens=12, finish_reason="stop", latency_ms=500.0)
+    >>> FeatureExtractor().row(r)
+    ((12.0, None, None, 0.5, None, None), ('stop', None))
+    """
 
     def __init__(self, attributes: list[str] | tuple[str, ...] = ()):
         self._attributes = tuple((name, f"attributes.{name}") for name in attributes)
+        self._attribute_names = tuple(attributes)
+        self.numeric_names = NUMERIC
+        self.categorical_names = CATEGORICAL + tuple(f for _, f in self._attributes)
+
+    def numeric_column(self, records: list, index: int) -> list:
+        """The `numeric_names[index]` values of `records` (None where absent)."""
+        name = NUMERIC[index]
+        if name == "latency_seconds":
+            return [None if (v := r.latency_ms) is None else v / 1000.0 for r in records]
+        attribute = _NUMERIC_ATTRIBUTES[name]
+        return [getattr(r, attribute) for r in records]
+
+    def categorical_column(self, records: list, index: int) -> list:
+        """The `categorical_names[index]` values of `records` (None where absent), cut
+        to MAX_CATEGORY_LENGTH like `row()` does."""
+        if index < len(CATEGORICAL):
+            attribute = CATEGORICAL[index]
+            values = [getattr(r, attribute) for r in records]
+        else:
+            name = self._attribute_names[index - len(CATEGORICAL)]
+            values = [None if (a := r.attributes) is None or (v := a.get(name)) is None else str(v)
+                      for r in records]
+        return [v if v is None or len(v) <= MAX_CATEGORY_LENGTH else v[:MAX_CATEGORY_LENGTH]
+                for v in values]
+
+    def row(self, record) -> tuple[tuple, tuple]:
+        tokens = record.prompt_tokens
+        chars = record.prompt_chars
+        out = record.output_tokens
+        latency = record.latency_ms
+        numeric = (None if tokens is None else float(tokens),
+                   None if chars is None else float(chars),
+                   None if out is None else float(out),
+                   None if latency is None else latency / 1000.0,
+                   record.mean_logprob, record.feedback_score)
+        finish = record.finish_reason
+        status = record.status
+        categorical = (None if finish is None else finish[:MAX_CATEGORY_LENGTH],
+                       None if status is None else status[:MAX_CATEGORY_LENGTH])
+        if self._attribute_names:
+            attributes = record.attributes or {}
+            categorical += tuple(None if (v := attributes.get(name)) is None
+                                 else str(v)[:MAX_CATEGORY_LENGTH]
+                                 for name in self._attribute_names)
+        return numeric, categorical
 
     def extract(self, record) -> Features:
         numeric = {}

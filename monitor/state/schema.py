@@ -1,9 +1,12 @@
 """Tables of the state store (SQLAlchemy Core). Bump SCHEMA_VERSION on any change
 and add a migration step in `monitor.state.store`."""
 
-from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import (BigInteger, Boolean, Column, Float, Integer, LargeBinary, MetaData, String,
+                        Table)
 
-SCHEMA_VERSION = 1
+# 1: offsets, domains, window buckets, rejected counts.
+# 2: + monitor_references (drift reference profiles).
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -40,4 +43,20 @@ rejected = Table(
     "monitor_rejected", metadata,
     Column("reason", String(64), primary_key=True),
     Column("count", BigInteger, nullable=False),
+)
+
+# One reference profile per domain and version; `active` marks the one drift is
+# measured against (one per domain). `data` is `Reference.to_bytes()`.
+references = Table(
+    "monitor_references", metadata,
+    Column("domain", String(128), primary_key=True),
+    Column("version", String(128), primary_key=True),
+    Column("id", String(32), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("built_at", Float, nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("records", BigInteger, nullable=False),
+    Column("source", String(1024), nullable=False),
+    Column("data", LargeBinary, nullable=False),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import create_engine, delete, event, select, tuple_
+from sqlalchemy import create_engine, delete, event, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,6 +28,7 @@ class StoredState:
     records_total: dict[str, int] = field(default_factory=dict)
     buckets: dict[str, dict[int, bytes]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    references: dict = field(default_factory=dict)  # domain -> active Reference
 
 
 @dataclass
@@ -39,6 +40,7 @@ class StateChanges:
     domains: dict[str, tuple[float, int]] = field(default_factory=dict)  # watermark, records_total
     rejected: dict[str, int] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    references: list = field(default_factory=list)  # new Reference objects, each made active
 
 
 class StateStore:
@@ -60,16 +62,27 @@ class StateStore:
                              f"{str(exc).splitlines()[0]}") from exc
 
     def _migrate(self) -> None:
+        from sqlalchemy import inspect
+
         with self.engine.begin() as conn:
+            # Refuse a newer store before touching it.
+            if inspect(conn).has_table(schema.meta.name):
+                row = conn.execute(select(schema.meta.c.value)
+                                   .where(schema.meta.c.key == "schema_version")).first()
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                    raise StateError(f"state store {_redact(self.url)} has schema version "
+                                     f"{row[0]}, newer than this monitor's {SCHEMA_VERSION}; "
+                                     "upgrade the monitor")
             schema.metadata.create_all(conn)
             row = conn.execute(select(schema.meta.c.value)
                                .where(schema.meta.c.key == "schema_version")).first()
             if row is None:
                 conn.execute(schema.meta.insert().values(key="schema_version",
                                                          value=str(SCHEMA_VERSION)))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StateError(f"state store {_redact(self.url)} has schema version {row[0]}, "
-                                 f"newer than this monitor's {SCHEMA_VERSION}; upgrade the monitor")
+            elif int(row[0]) < SCHEMA_VERSION:
+                # 1 -> 2 only added a table, which create_all has just made.
+                conn.execute(update(schema.meta).where(schema.meta.c.key == "schema_version")
+                             .values(value=str(SCHEMA_VERSION)))
 
     def load(self) -> StoredState:
         state = StoredState()
@@ -83,7 +96,38 @@ class StateStore:
                 state.buckets.setdefault(domain, {})[start] = data
             for reason, count in conn.execute(select(schema.rejected)):
                 state.rejected[reason] = count
+            state.references = self._references(conn, active_only=True)
         return state
+
+    def references(self, domain: str | None = None, active_only: bool = False) -> dict:
+        """Stored references: {domain: Reference} when `active_only`, else {(domain, version): ...}."""
+        with self.engine.connect() as conn:
+            return self._references(conn, domain, active_only)
+
+    def _references(self, conn, domain: str | None = None, active_only: bool = False) -> dict:
+        from monitor.drift.reference import Reference
+
+        table = schema.references
+        query = select(table.c.domain, table.c.version, table.c.data)
+        if domain is not None:
+            query = query.where(table.c.domain == domain)
+        if active_only:
+            query = query.where(table.c.active.is_(True))
+        found = {}
+        for d, version, data in conn.execute(query.order_by(table.c.domain, table.c.version)):
+            found[d if active_only else (d, version)] = Reference.from_bytes(data)
+        return found
+
+    def active_reference_ids(self) -> dict[str, str]:
+        """{domain: id of its active reference}: cheap, for noticing a rebuilt reference."""
+        table = schema.references
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(table.c.domain, table.c.id)
+                                     .where(table.c.active.is_(True))).all())
+
+    def save_reference(self, reference) -> None:
+        """Store `reference` as its domain's active reference (what the CLI uses)."""
+        self.commit(StateChanges(references=[reference]))
 
     def offsets(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:
@@ -109,6 +153,15 @@ class StateStore:
                 _upsert(conn, schema.offsets, ("topic", "partition"),
                         [{"topic": t, "partition": p, "next_offset": o}
                          for (t, p), o in changes.offsets.items()])
+                for ref in changes.references:
+                    table = schema.references
+                    conn.execute(update(table).where(table.c.domain == ref.domain)
+                                 .values(active=False))
+                    _upsert(conn, table, ("domain", "version"),
+                            [{"domain": ref.domain, "version": ref.version, "id": ref.id,
+                              "active": True, "built_at": ref.built_at, "start": ref.start,
+                              "end": ref.end, "records": ref.count, "source": ref.source[:1024],
+                              "data": ref.to_bytes()}])
         except SQLAlchemyError as exc:
             raise StateError(f"state store {_redact(self.url)}: commit failed: "
                              f"{str(exc).splitlines()[0]}") from exc

@@ -34,7 +34,7 @@ _FIELDS = ("count", "errors", "with_output", "refusals", "empty",
 class Bucket:
     """Accumulates the records of one domain over one bucket of event time."""
 
-    __slots__ = _FIELDS + ("latency",)
+    __slots__ = _FIELDS + ("latency", "drift")
 
     def __init__(self):
         self.count = self.errors = self.with_output = self.refusals = self.empty = 0
@@ -43,6 +43,8 @@ class Bucket:
         self.feedback_sum = 0.0
         self.feedback_n = 0
         self.latency: dict[int, int] = {}
+        # The drift sketch (monitor.windows.sketch), once the domain has a reference.
+        self.drift = None
 
     def add(self, record, flags: tuple) -> None:
         """Count one record; `flags` comes from `QualityJudge.flags(record)`."""
@@ -97,6 +99,8 @@ class Bucket:
     def to_bytes(self) -> bytes:
         doc = {name: getattr(self, name) for name in _FIELDS}
         doc["latency"] = sorted(self.latency.items())
+        if self.drift is not None:
+            doc["drift"] = self.drift.to_doc()
         return orjson.dumps(doc)
 
     @classmethod
@@ -106,4 +110,8 @@ class Bucket:
         for name in _FIELDS:
             setattr(bucket, name, doc[name])
         bucket.latency = {key: count for key, count in doc.get("latency", ())}
+        if doc.get("drift") is not None:
+            from monitor.windows.sketch import DriftSketch
+
+            bucket.drift = DriftSketch.from_doc(doc["drift"])
         return bucket

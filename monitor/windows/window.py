@@ -15,7 +15,7 @@ bounded by `(length + bucket) / bucket` buckets whatever the traffic.
 ...                max_domains=10, clock=lambda: 0.0)
 >>> from monitor.records import Record
 >>> for t in (10.0, 70.0, 130.0):
-...     ws.add(Record(t, "legal"), (False, False, False, False))
+...     _ = ws.add(Record(t, "legal"), (False, False, False, False))
 >>> ws.summary("legal").samples
 3
 >>> ws.add(Record(5.0, "legal"), (False, False, False, False))
@@ -80,8 +80,9 @@ class WindowSet:
         self.dropped: set[tuple[str, int]] = set()
         self.touched: set[str] = set()
 
-    def add(self, record, flags: tuple) -> None:
-        """Put one record in its bucket; raise `RecordError` (`late`, `domain_limit`)."""
+    def add(self, record, flags: tuple) -> Bucket | None:
+        """Put one record in its bucket and return the bucket (None when the record
+        is counted but lies before the window); raise `RecordError` (`late`, `domain_limit`)."""
         domain = record.domain
         timestamp = record.timestamp
         window = self.domains.get(domain)
@@ -110,10 +111,11 @@ class WindowSet:
                 # Accepted (not late for its domain) but already outside the current
                 # window, e.g. an old backlog read against the wall clock: counted,
                 # not windowed.
-                return
+                return None
             bucket = window.buckets[start] = Bucket()
         bucket.add(record, flags)
         self.dirty.add((domain, start))
+        return bucket
 
     def window_end(self, window: DomainWindow) -> float:
         return max(window.watermark, self.clock() - self.lateness)
@@ -137,6 +139,14 @@ class WindowSet:
         for bucket in window.buckets.values():
             merged.merge(bucket)
         return WindowSummary(domain, end - self.length_seconds, end, merged.count, merged)
+
+    def buckets(self, domain: str) -> list[Bucket]:
+        """The domain's buckets that lie in its current window, oldest first."""
+        window = self.domains.get(domain)
+        if window is None:
+            return []
+        self._evict(window)
+        return [window.buckets[s] for s in sorted(window.buckets)]
 
     def take_changes(self) -> tuple[list[tuple[str, int, bytes]], list[tuple[str, int]], dict[str, float]]:
         """Changed buckets (serialised), dropped bucket keys and watermarks since the last call."""
