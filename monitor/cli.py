@@ -40,6 +40,25 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--json-out", metavar="F", help="write the result document to F ('-' = stdout)")
     rp.add_argument("--rules", metavar="PATH", help="rule file or folder (default rules/)")
 
+    ref = sub.add_parser("reference", help="drift reference profiles (build, show)")
+    ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
+    rb = ref_sub.add_parser("build", parents=[common],
+                            help="build a domain's reference from a JSONL file and make it active")
+    rb.add_argument("--domain", required=True, metavar="D")
+    rb.add_argument("file", metavar="FILE.jsonl")
+    rb.add_argument("--version", default="", metavar="V",
+                    help="the model version this traffic was served by (a label)")
+    rb.add_argument("--limit", type=int, default=200_000, metavar="N",
+                    help="use at most the first N records of the domain (default 200000)")
+    rs = ref_sub.add_parser("show", parents=[common], help="print a domain's reference profiles")
+    rs.add_argument("domain", metavar="D")
+    rs.add_argument("--json", action="store_true", help="print JSON")
+
+    rep = sub.add_parser("report", parents=[common],
+                         help="Evidently HTML drift report: current window vs reference")
+    rep.add_argument("--domain", required=True, metavar="D")
+    rep.add_argument("--out", metavar="F.html", help="default: drift-report-<domain>.html")
+
     bp = sub.add_parser("broker", parents=[common],
                         help="start a local Kafka-compatible broker (Tansu) for development")
     bp.add_argument("--port", type=int, default=9092)
@@ -92,7 +111,12 @@ def cmd_replay(args, config) -> int:
         log.warning("--rules %s: this version does not evaluate rules; `alerts` and `actions` "
                     "stay empty", args.rules)
     started = time.monotonic()
-    result = replay(args.file, config)
+    embedder = None
+    if config.drift.enabled and config.drift.embeddings.enabled:
+        from monitor.features.embeddings import load_embedder
+
+        embedder = load_embedder(batch_size=config.drift.embeddings.batch_size)
+    result = replay(args.file, config, embedder=embedder)
     doc = result.to_json()
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
@@ -120,7 +144,109 @@ def format_summary(doc: dict, seconds: float | None = None, examples: list | Non
                                                   lat.get("0.99", float("nan"))) if lat else ""))
     for example in (examples or [])[:5]:
         lines.append(f"  line {example['line']}: {example['reason']}: {example['message']}")
+    drift = doc.get("drift")
+    if drift:
+        lines.append(f"drift: {drift['evaluations']} evaluation(s), semantic drift "
+                     f"{'on' if drift['semantic'] else 'off'}")
+        for event in drift["events"]:
+            state = "DETECTED" if event["detected"] else "cleared "
+            score = "" if event["score"] is None else f" ({event['method']} {event['score']:.3f})"
+            lines.append(f"  {event['at']}  {state} {event['domain']}/{event['feature']}{score}")
+        for domain, d in doc.get("domains", {}).items():
+            now = [f for f, v in d.get("drift", {}).items() if v["detected"]]
+            if now:
+                lines.append(f"  at the end: {domain} drifts in {', '.join(now)}")
     return "\n".join(lines)
+
+
+def cmd_reference(args, config) -> int:
+    from monitor.state import StateStore
+
+    if args.reference_command == "build":
+        from monitor.drift.build import build_from_file
+
+        if not Path(args.file).is_file():
+            print(f"monitor: reference build: {args.file}: no such file", file=sys.stderr)
+            return 2
+        result = build_from_file(args.file, args.domain, config, args.version, args.limit)
+        if result.reference is None:
+            seen = ", ".join(f"{d} ({n})" for d, n in result.other_domains.most_common(5)) or "none"
+            print(f"monitor: reference build: {args.file}: fewer than 2 accepted records of domain "
+                  f"{args.domain!r} ({result.lines} lines, {sum(result.rejected.values())} "
+                  f"rejected; other domains: {seen})", file=sys.stderr)
+            return 1
+        store = StateStore(config.state.url)
+        try:
+            store.save_reference(result.reference)
+        finally:
+            store.close()
+        ref = result.reference
+        print(f"reference {ref.id} for domain {ref.domain} (version {ref.version or '-'}) built "
+              f"from {ref.count} records of {args.file}; now active")
+        if result.rejected:
+            print(f"  skipped {sum(result.rejected.values())} rejected line(s): "
+                  + ", ".join(f"{r} {n}" for r, n in result.rejected.most_common()))
+        if result.skipped_over_limit:
+            print(f"  ignored {result.skipped_over_limit} record(s) past --limit {args.limit}")
+        print(format_reference(ref.summary()))
+        return 0
+    store = StateStore(config.state.url)
+    try:
+        stored = store.references(args.domain)
+        active = store.active_reference_ids().get(args.domain)
+    finally:
+        store.close()
+    if not stored:
+        print(f"monitor: no reference for domain {args.domain!r} in the state store; the daemon "
+              f"builds one from the domain's first {config.drift.reference_records} records, or "
+              f"run `monitor reference build --domain {args.domain} FILE.jsonl`", file=sys.stderr)
+        return 1
+    docs = [dict(ref.summary(), active=ref.id == active) for ref in stored.values()]
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(docs if len(docs) > 1 else docs[0],
+                                             option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print("\n\n".join(format_reference(doc) for doc in docs))
+    return 0
+
+
+def format_reference(doc: dict) -> str:
+    """A human description of a reference profile (`Reference.summary()`)."""
+    active = " (active)" if doc.get("active") else ""
+    lines = [f"domain {doc['domain']}  version {doc['version'] or '-'}  reference {doc['id']}{active}",
+             f"  {doc['records']} records from {doc['time_range'][0]} to {doc['time_range'][1]}; "
+             f"source {doc['source']}; built {doc['built_at']}"]
+    for name, f in doc["numeric"].items():
+        lines.append(f"  {name:<16} numeric      n={f['count']:<7} mean={f['mean']:<10.4g} "
+                     f"std={f['std']:<10.4g} range=[{f['min']:.4g}, {f['max']:.4g}]  "
+                     f"{f['bins']} bins")
+    for name, f in doc["categorical"].items():
+        shares = ", ".join(f"{c} {s:.1%}" for c, s in list(f["shares"].items())[:6])
+        more = f" (+{len(f['shares']) - 6} more)" if len(f["shares"]) > 6 else ""
+        lines.append(f"  {name:<16} categorical  n={f['count']:<7} {shares}{more}")
+    lines.append(f"  embedding        {doc['texts']} sampled prompt texts")
+    return "\n".join(lines)
+
+
+def cmd_report(args, config) -> int:
+    from monitor.drift.report import ReportError, write_report
+    from monitor.state import StateStore
+
+    out = args.out or f"drift-report-{args.domain}.html"
+    store = StateStore(config.state.url)
+    try:
+        summary = write_report(store, config, args.domain, out)
+    except ReportError as exc:
+        print(f"monitor: report: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    drifted = [c for c, v in summary["columns"].items() if v["drift"]]
+    print(f"wrote {out}: domain {args.domain}, {summary['current_rows']} sampled window records vs "
+          f"{summary['reference_rows']} reference rows (reference {summary['reference']})")
+    print(f"  Evidently finds drift in {len(drifted)} of {len(summary['columns'])} column(s)"
+          + (f": {', '.join(drifted)}" if drifted else ""))
+    return 0
 
 
 def cmd_broker(args, config) -> int:
@@ -143,4 +269,5 @@ def cmd_broker(args, config) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "broker": cmd_broker}
+_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "reference": cmd_reference,
+             "report": cmd_report, "broker": cmd_broker}

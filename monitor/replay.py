@@ -1,8 +1,11 @@
 """`monitor replay`: the daemon's pipeline over a JSONL file, in event time.
 
 Deterministic: the clock is the latest event time read so far, never the wall
-clock, so the same file and config always give the same output. Nothing is
-written to the daemon's state store.
+clock, so the same file and config always give the same output. Drift is
+evaluated each time event time crosses a multiple of
+`drift.evaluation_interval_seconds`, and once more at the end of the file;
+references are built from each domain's first records in the file, as the
+daemon builds them. Nothing is written to the daemon's state store.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from dataclasses import dataclass, field
 from monitor.config import Config
 from monitor.ingest.dlq import MemoryDeadLetters
 from monitor.ingest.file import read_jsonl
+from monitor.drift.evaluate import DriftEvaluation
 from monitor.pipeline import Pipeline, Snapshot
+from monitor.timestamps import rfc3339
 
 
 @dataclass
@@ -22,6 +27,8 @@ class ReplayResult:
     rejected_examples: list = field(default_factory=list)
     alerts: list = field(default_factory=list)
     actions: list = field(default_factory=list)
+    drift_events: list = field(default_factory=list)
+    evaluations: int = 0
 
     def to_json(self) -> dict:
         """The document of DESIGN.md §8 (plus per-reason and per-domain detail)."""
@@ -31,15 +38,68 @@ class ReplayResult:
                         "rejected_by_reason": dict(sorted(snap.rejected.items()))},
             "domains": {d.domain: {"records": d.records_total, "window_samples": d.samples,
                                    "quality": d.quality,
-                                   "latency_seconds": {repr(q): v for q, v in d.latency.items()}}
+                                   "latency_seconds": {repr(q): v for q, v in d.latency.items()},
+                                   "drift": drift_by_domain(snap.drift).get(d.domain, {}),
+                                   "reference": _reference(snap.references.get(d.domain))}
                         for d in snap.domains},
+            "drift": {"evaluations": self.evaluations,
+                      "semantic": bool(snap.drift and snap.drift.semantic),
+                      "events": list(self.drift_events)},
             "alerts": list(self.alerts),
             "actions": list(self.actions),
         }
 
 
-def replay(path: str, config: Config, examples: int = 20) -> ReplayResult:
-    """Run every line of `path` through the pipeline; keep the first `examples` rejects."""
+def drift_by_domain(evaluation: DriftEvaluation | None) -> dict:
+    """{domain: {feature: decision and scores}} of one evaluation, JSON-able."""
+    if evaluation is None:
+        return {}
+    out: dict = {}
+    for d in evaluation.decisions:
+        out.setdefault(d.domain, {})[d.feature] = {
+            "detected": d.detected, "reason": d.reason, "samples": d.samples,
+            "effect": d.rule.effect, "threshold": d.rule.threshold, "test": d.rule.test,
+            "alpha": d.rule.alpha, "adjusted_pvalue": d.adjusted_pvalue,
+            "scores": {}, "pvalues": {}}
+    for r in evaluation.results:
+        feature = out[r.domain][r.feature]
+        feature["scores"][r.method] = r.score
+        if r.pvalue is not None:
+            feature["pvalues"][r.method] = r.pvalue
+    return out
+
+
+def _reference(reference) -> dict | None:
+    if reference is None:
+        return None
+    return {"id": reference.id, "version": reference.version, "records": reference.count,
+            "time_range": [rfc3339(reference.start), rfc3339(reference.end)]}
+
+
+class _DriftEvents:
+    """Turns evaluations into a timeline of detected / cleared transitions."""
+
+    def __init__(self, result: ReplayResult):
+        self.result = result
+        self.state: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, evaluation: DriftEvaluation) -> None:
+        self.result.evaluations += 1
+        scores = {(r.domain, r.feature, r.method): r.score for r in evaluation.results}
+        for d in evaluation.decisions:
+            key = (d.domain, d.feature)
+            if d.detected != self.state.get(key, False):
+                self.state[key] = d.detected
+                self.result.drift_events.append({
+                    "at": rfc3339(evaluation.at), "domain": d.domain, "feature": d.feature,
+                    "detected": d.detected, "method": d.rule.effect,
+                    "score": scores.get((d.domain, d.feature, d.rule.effect)),
+                    "adjusted_pvalue": d.adjusted_pvalue})
+
+
+def replay(path: str, config: Config, examples: int = 20, embedder=None) -> ReplayResult:
+    """Run every line of `path` through the pipeline; keep the first `examples` rejects.
+    `embedder` (see monitor.features.embeddings) turns semantic drift on."""
     pipeline: Pipeline | None = None
 
     def clock() -> float:
@@ -47,14 +107,19 @@ def replay(path: str, config: Config, examples: int = 20) -> ReplayResult:
         # when a window needs "now", which is rare: on a new bucket or a snapshot).
         return max((w.watermark for w in pipeline.windows.domains.values()), default=-math.inf)
 
-    pipeline = Pipeline(config, clock, reject_future=False)
+    pipeline = Pipeline(config, clock, reject_future=False, embedder=embedder,
+                        event_time_evaluation=True)
+    result = ReplayResult(Snapshot())
+    pipeline.on_evaluation = _DriftEvents(result)
     dead_letters = MemoryDeadLetters(limit=examples)
     for batch in read_jsonl(path):
         for message in batch:
             error = pipeline.process(message.value)
             if error is not None:
                 dead_letters.send(message, error)
-    result = ReplayResult(pipeline.snapshot())
+    if pipeline.windows.domains:
+        pipeline.evaluate(at=clock())
+    result.snapshot = pipeline.snapshot()
     result.rejected_examples = [
         {"line": m.offset, "reason": e.reason, "message": e.message} for m, e in dead_letters.letters]
     return result

@@ -94,3 +94,94 @@ def produce(bootstrap_servers: str, topic: str, messages, linger_ms: int = 20) -
     finally:
         producer.close()
     return sent
+
+
+# -- drift scenarios -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    """The character of one domain's traffic for a while: what a drift scenario
+    changes (prompt length, topic, a new finish reason, error rate ...)."""
+
+    topic: str = "legal"
+    tokens_median: float = 300.0
+    tokens_sigma: float = 0.35            # lognormal
+    latency_median_ms: float = 600.0
+    error_rate: float = 0.01
+    refusal_rate: float = 0.03
+    finish: tuple = (("stop", 0.9), ("length", 0.1))
+    feedback_rate: float = 0.3
+
+
+class PromptPool:
+    """`size` prompt texts per topic with the same sequence of lengths for every
+    topic, so switching topic leaves `prompt_chars` exactly as it was; records
+    draw texts from the pool (which also lets an embedding cache do its work)."""
+
+    def __init__(self, size: int = 1000, chars_median: float = 400.0, chars_sigma: float = 0.3,
+                 seed: int = 11):
+        rng = random.Random(seed)
+        self.lengths = [max(20, int(rng.lognormvariate(0.0, chars_sigma) * chars_median))
+                        for _ in range(size)]
+        self.seed = seed
+        self._texts: dict[str, list[str]] = {}
+
+    def texts(self, topic: str) -> list[str]:
+        if topic not in self._texts:
+            from monitor.synthetic_prompts import prompt
+
+            rng = random.Random(f"{self.seed}:{topic}")
+            self._texts[topic] = [prompt(rng, topic, n) for n in self.lengths]
+        return self._texts[topic]
+
+
+def shaped_record(rng: random.Random, domain: str, t: float, shape: Shape, text: str | None,
+                  index: int = 0) -> dict:
+    """One schema-v1 record of `domain` at event time `t` with the character `shape`."""
+    tokens = max(1, int(rng.lognormvariate(0.0, shape.tokens_sigma) * shape.tokens_median))
+    failed = rng.random() < shape.error_rate
+    refused = not failed and rng.random() < shape.refusal_rate
+    u, finish = rng.random(), shape.finish[-1][0]
+    for name, share in shape.finish:
+        if u < share:
+            finish = name
+            break
+        u -= share
+    output = "I'm sorry, but I can't help with that." if refused else "Here is the answer."
+    record = {
+        "schema_version": 1, "request_id": f"{domain}-{index:09x}", "timestamp": int(t * 1000),
+        "domain": domain, "model": {"base": "tiny-llama", "kind": "lora", "version": "v1"},
+        "input": {"tokens": tokens},
+        "output": {"text": "" if failed else output, "tokens": 0 if failed else 24,
+                   "finish_reason": "error" if failed else finish,
+                   "mean_logprob": round(rng.gauss(-0.7, 0.1), 4)},
+        "latency_ms": round(rng.lognormvariate(0.0, 0.4) * shape.latency_median_ms, 1),
+        "status": "error" if failed else "ok",
+    }
+    if text is not None:
+        record["input"]["text"] = text
+    if rng.random() < shape.feedback_rate:
+        record["feedback"] = {"score": 0.0 if refused or failed else 1.0}
+    return record
+
+
+def scenario(shapes: dict[str, Shape], start: float, seconds: float, rate: float = 1.0,
+             seed: int = 3, changes: dict[str, list[tuple[float, Shape]]] | None = None,
+             pool: PromptPool | None = None) -> Iterator[bytes]:
+    """Records of every domain in `shapes`, `rate` per second per domain, in time
+    order from `start` for `seconds`; `changes[domain]` lists (time, new shape)
+    switches. With a `pool`, prompts carry text drawn from it (by topic)."""
+    rng = random.Random(seed)
+    names = sorted(shapes)
+    current = dict(shapes)
+    pending = {d: sorted(changes.get(d, []), key=lambda c: c[0]) for d in names} if changes else {}
+    for i in range(int(seconds * rate)):
+        t = start + i / rate
+        for k, domain in enumerate(names):
+            queue = pending.get(domain)
+            while queue and queue[0][0] <= t:
+                current[domain] = queue.pop(0)[1]
+            shape = current[domain]
+            text = rng.choice(pool.texts(shape.topic)) if pool is not None else None
+            when = t + k / (rate * len(names))
+            yield orjson.dumps(shaped_record(rng, domain, when, shape, text, i))
