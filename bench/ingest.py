@@ -1,8 +1,12 @@
-"""Ingest benchmarks (issue 2): run with `make bench` or `.venv/bin/python bench/ingest.py`.
+"""Ingest benchmarks: run with `make bench` or `.venv/bin/python bench/ingest.py`.
 
-1. pipeline: decode + features + windows without Kafka, records/s on one core;
+1. pipeline: decode + quality + windows + drift sketches without Kafka,
+   records/s on one core, with drift on and off;
 2. end to end from the local Tansu broker, side by side with a bare
-   kafka-python consumer reading the same topic in the same run; ratio ours/bare;
+   kafka-python consumer reading the same topic in the same run; ratio ours/bare.
+   The daemon runs its defaults (drift on, semantic drift on when the model is
+   installed), evaluating drift every `--drift-interval` seconds (5: several
+   evaluations, and their embeddings, fall inside the timed run);
 3. memory: resident set size after 100k and after 1M records (bounded state).
 
 Prints a markdown table and writes bench/results/ingest.json.
@@ -41,14 +45,24 @@ def _config(**env):
 def bench_pipeline(n: int) -> dict:
     values = [m.value for m in traffic(n, start=time.time() - n / 200, rate=200, malformed_every=100)]
     size = statistics.mean(len(v) for v in values)
-    pipeline = Pipeline(_config(), clock=time.time)
-    process = pipeline.process
-    cpu = time.process_time()
-    for value in values:
-        process(value)
-    cpu = time.process_time() - cpu
-    return {"records": n, "mean_bytes": round(size), "cpu_seconds": round(cpu, 3),
-            "records_per_second_per_core": round(n / cpu)}
+    out = {"records": n, "mean_bytes": round(size)}
+    for drift in (False, True):
+        config = _config()
+        config = config.model_copy(update={"drift": config.drift.model_copy(
+            update={"enabled": drift})})
+        pipeline = Pipeline(config, clock=time.time)
+        process = pipeline.process
+        gc.collect()
+        cpu = time.process_time()
+        for value in values:
+            process(value)
+        if drift:
+            pipeline.take_changes({})  # folds the sketches still pending
+        cpu = time.process_time() - cpu
+        key = "drift" if drift else "no_drift"
+        out[f"{key}_cpu_seconds"] = round(cpu, 3)
+        out[f"{key}_records_per_second_per_core"] = round(n / cpu)
+    return out
 
 
 def _bare_consumer(bootstrap: str, group: str, n: int) -> float:
@@ -72,14 +86,17 @@ def _bare_consumer(bootstrap: str, group: str, n: int) -> float:
     return n / elapsed
 
 
-def _our_daemon(bootstrap: str, group: str, n: int, state_dir: str) -> float:
+def _our_daemon(bootstrap: str, group: str, n: int, state_dir: str,
+                drift_interval: float) -> float:
     from monitor.daemon import Daemon
 
     config = _config(MONITOR_KAFKA_BOOTSTRAP_SERVERS=bootstrap, MONITOR_KAFKA_TOPIC=TOPIC,
                      MONITOR_KAFKA_GROUP=group, MONITOR_HTTP_ADDRESS=f"127.0.0.1:{free_port()}",
                      MONITOR_STATE_URL=f"sqlite:///{state_dir}/{group}.db")
-    config = config.model_copy(update={"kafka": config.kafka.model_copy(
-        update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000})})
+    config = config.model_copy(update={
+        "kafka": config.kafka.model_copy(
+            update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}),
+        "drift": config.drift.model_copy(update={"evaluation_interval_seconds": drift_interval})})
     daemon = Daemon(config)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
@@ -101,10 +118,13 @@ def _our_daemon(bootstrap: str, group: str, n: int, state_dir: str) -> float:
     committed = time.perf_counter() - started
     daemon.stop()
     thread.join(timeout=30)
+    evaluation = daemon.pipeline.drift.last if daemon.pipeline.drift else None
+    _our_daemon.semantic = bool(evaluation and evaluation.semantic)
+    _our_daemon.embedded = any(r.method == "mmd" for r in evaluation.results) if evaluation else False
     return n / committed, n / processed
 
 
-def bench_end_to_end(n: int, rounds: int) -> dict:
+def bench_end_to_end(n: int, rounds: int, drift_interval: float = 5.0) -> dict:
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as state_dir:
         broker.create_topic(TOPIC, partitions=3)
         produce(broker.bootstrap_servers, TOPIC,
@@ -112,7 +132,8 @@ def bench_end_to_end(n: int, rounds: int) -> dict:
         bare, ours, ours_processed = [], [], []
 
         def run_ours(r):
-            committed, processed = _our_daemon(broker.bootstrap_servers, f"ours-{r}", n, state_dir)
+            committed, processed = _our_daemon(broker.bootstrap_servers, f"ours-{r}", n, state_dir,
+                                               drift_interval)
             ours.append(committed)
             ours_processed.append(processed)
 
@@ -133,7 +154,10 @@ def bench_end_to_end(n: int, rounds: int) -> dict:
             "bare_runs": [round(x) for x in bare], "ours_runs": [round(x) for x in ours],
             "round_ratios": [round(o / b, 3) for o, b in zip(ours, bare)],
             "ours_until_processed_runs": [round(x) for x in ours_processed],
-            "ratio_until_processed": round(statistics.median(ours_processed) / bare_m, 3)}
+            "ratio_until_processed": round(statistics.median(ours_processed) / bare_m, 3),
+            "drift_interval_seconds": drift_interval,
+            "semantic_drift": getattr(_our_daemon, "semantic", False),
+            "embedding_results_in_last_evaluation": getattr(_our_daemon, "embedded", False)}
 
 
 def bench_memory(checkpoints=(100_000, 1_000_000)) -> dict:
@@ -161,6 +185,8 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip", action="append", default=[], choices=["pipeline", "e2e", "memory"])
+    parser.add_argument("--drift-interval", type=float, default=5.0,
+                        help="drift.evaluation_interval_seconds of the daemon under test")
     args = parser.parse_args()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     try:
@@ -172,7 +198,7 @@ def main() -> int:
         results["pipeline"] = bench_pipeline(args.records)
         print("pipeline:", results["pipeline"], file=sys.stderr)
     if "e2e" not in args.skip:
-        results["end_to_end"] = bench_end_to_end(args.records, args.rounds)
+        results["end_to_end"] = bench_end_to_end(args.records, args.rounds, args.drift_interval)
         print("end to end:", results["end_to_end"], file=sys.stderr)
     if "memory" not in args.skip:
         results["memory"] = bench_memory()

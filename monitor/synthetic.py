@@ -13,6 +13,8 @@ from typing import Iterator
 
 import orjson
 
+from monitor.synthetic_prompts import TOPICS
+
 DOMAINS = {
     # name: (mean prompt tokens, mean latency ms, refusal rate, error rate)
     "legal": (420, 850.0, 0.02, 0.01),
@@ -45,6 +47,8 @@ def traffic(count: int, start: float, rate: float = 100.0, seed: int = 7,
     """`count` messages with event times from `start` (epoch seconds) at `rate` per second."""
     rng = random.Random(seed)
     names = sorted(domains)
+    # Real prompt texts (by the domain's topic where one exists), for semantic drift.
+    pool = PromptPool(size=500, chars_median=400.0, seed=seed)
     for i in range(count):
         if malformed_every and i % malformed_every == malformed_every - 1:
             raw, reason = MALFORMED[(i // malformed_every) % len(MALFORMED)]
@@ -62,7 +66,8 @@ def traffic(count: int, start: float, rate: float = 100.0, seed: int = 7,
             "timestamp": int((start + i / rate) * 1000),
             "domain": domain,
             "model": {"base": "tiny-llama", "kind": "lora", "version": "v2"},
-            "input": {"text": "q" * min(prompt_tokens * 4, 200), "tokens": prompt_tokens},
+            "input": {"text": rng.choice(pool.texts(domain if domain in TOPICS else "support")),
+                      "tokens": prompt_tokens},
             "output": {"text": "" if failed else output, "tokens": 0 if failed else 18,
                        "finish_reason": "error" if failed else "stop",
                        "mean_logprob": round(rng.gauss(-0.7, 0.1), 4)},

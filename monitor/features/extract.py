@@ -15,12 +15,18 @@ signals read records directly and do not need them.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
+import numpy as np
+
 NUMERIC = ("prompt_tokens", "prompt_chars", "output_tokens", "latency_seconds",
            "mean_logprob", "feedback_score")
 CATEGORICAL = ("finish_reason", "status")
-_NUMERIC_ATTRIBUTES = {"prompt_tokens": "prompt_tokens", "prompt_chars": "prompt_chars",
-                       "output_tokens": "output_tokens", "mean_logprob": "mean_logprob",
-                       "feedback_score": "feedback_score"}
+_NUMERIC_GETTERS = {name: attrgetter(name) for name in
+                    ("prompt_tokens", "prompt_chars", "output_tokens", "mean_logprob",
+                     "feedback_score")}
+_LATENCY_MS = attrgetter("latency_ms")
+_CATEGORICAL_GETTERS = tuple(attrgetter(name) for name in CATEGORICAL)
 MAX_CATEGORY_LENGTH = 64
 
 
@@ -52,26 +58,21 @@ class FeatureExtractor:
         self.numeric_names = NUMERIC
         self.categorical_names = CATEGORICAL + tuple(f for _, f in self._attributes)
 
-    def numeric_column(self, records: list, index: int) -> list:
-        """The `numeric_names[index]` values of `records` (None where absent)."""
+    def numeric_column(self, records: list, index: int) -> np.ndarray:
+        """The `numeric_names[index]` values of `records` as floats, NaN where absent."""
         name = NUMERIC[index]
         if name == "latency_seconds":
-            return [None if (v := r.latency_ms) is None else v / 1000.0 for r in records]
-        attribute = _NUMERIC_ATTRIBUTES[name]
-        return [getattr(r, attribute) for r in records]
+            return np.array(list(map(_LATENCY_MS, records)), dtype=float) / 1000.0
+        return np.array(list(map(_NUMERIC_GETTERS[name], records)), dtype=float)
 
     def categorical_column(self, records: list, index: int) -> list:
-        """The `categorical_names[index]` values of `records` (None where absent), cut
-        to MAX_CATEGORY_LENGTH like `row()` does."""
+        """The `categorical_names[index]` values of `records` (None where absent), not
+        yet cut to MAX_CATEGORY_LENGTH: callers count first and cut the distinct values."""
         if index < len(CATEGORICAL):
-            attribute = CATEGORICAL[index]
-            values = [getattr(r, attribute) for r in records]
-        else:
-            name = self._attribute_names[index - len(CATEGORICAL)]
-            values = [None if (a := r.attributes) is None or (v := a.get(name)) is None else str(v)
-                      for r in records]
-        return [v if v is None or len(v) <= MAX_CATEGORY_LENGTH else v[:MAX_CATEGORY_LENGTH]
-                for v in values]
+            return list(map(_CATEGORICAL_GETTERS[index], records))
+        name = self._attribute_names[index - len(CATEGORICAL)]
+        return [None if (a := r.attributes) is None or (v := a.get(name)) is None else str(v)
+                for r in records]
 
     def row(self, record) -> tuple[tuple, tuple]:
         tokens = record.prompt_tokens

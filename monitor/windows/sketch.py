@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.features.extract import MAX_CATEGORY_LENGTH
+
 OTHER = "__other__"
 
 
@@ -109,7 +111,7 @@ class DriftSketch:
         features = layout.features
         self.count += len(records)
         for j, (i, edges, mean) in enumerate(layout.numeric):
-            column = np.array(features.numeric_column(records, i), dtype=float)
+            column = features.numeric_column(records, i)
             values = column[~np.isnan(column)]
             if not len(values):
                 continue
@@ -128,6 +130,8 @@ class DriftSketch:
             for value, n in Counter(features.categorical_column(records, i)).items():
                 if value is None:
                     continue
+                if len(value) > MAX_CATEGORY_LENGTH:
+                    value = value[:MAX_CATEGORY_LENGTH]
                 if value not in vocabulary:
                     value = OTHER
                 counts[value] = counts.get(value, 0) + n
