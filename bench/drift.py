@@ -52,9 +52,10 @@ def _records(n: int, shape: Shape, seed: int, start: float, seconds: float):
     out = []
     for i in range(n):
         doc = shaped_record(rng, "bench", start + seconds * i / n, shape, None, i)
-        # prompt_chars without the cost of generating prompt texts
-        doc["input"]["chars"] = int(doc["input"]["tokens"] * 4.1)
-        out.append(decode(orjson.dumps(doc), 1 << 20))
+        record = decode(orjson.dumps(doc), 1 << 20)
+        # prompt_chars (the length of input.text) without generating the texts
+        record.prompt_chars = int(record.prompt_tokens * 4.1)
+        out.append(record)
     return out
 
 
@@ -76,10 +77,6 @@ def bench_window(n: int, rounds: int) -> dict:
                                                        ("content_filter", 0.1)))
     reference_records = _records(n, reference_shape, 1, START, 3600)
     current_records = _records(n, current_shape, 2, START + 3600, 900)
-    for r in current_records:
-        r.prompt_chars = int(r.prompt_tokens * 4.1)
-    for r in reference_records:
-        r.prompt_chars = int(r.prompt_tokens * 4.1)
 
     cfg = Config(drift={"embeddings": {"enabled": False}, "reference_records": n})
     tracker = DriftTracker(cfg.drift)
