@@ -183,14 +183,15 @@ def _embedding(w: DomainWindow, cfg, embedder) -> _Feature | None:
         return None
     ready = getattr(embedder, "ready", None)
     if ready is not None:
-        # The daemon's background embedder: skip this domain until its texts are embedded.
-        pair = (ready(list(w.reference.texts)), ready(list(texts)))
-        if pair[0] is None or pair[1] is None:
+        # The daemon's background embedder: the reference must be embedded in full;
+        # the window's newest texts may still be queued and join next time.
+        pair = (ready(list(w.reference.texts)), ready(list(texts), partial=True))
+        if pair[0] is None or len(pair[1]) < 2:
             return None
     else:
         pair = (embedder.embed(list(w.reference.texts)), embedder.embed(list(texts)))
     rule = rule_for(cfg, w.domain, EMBEDDING, EMBEDDING)
-    return _Feature(w.domain, EMBEDDING, rule, len(texts), {}, pair)
+    return _Feature(w.domain, EMBEDDING, rule, len(pair[1]), {}, pair)
 
 
 def _run_mmd(features: list[_Feature], cfg, at: float, tests: int) -> None:

@@ -102,8 +102,10 @@ class BackgroundEmbedder:
     """Embeds on a worker thread, so the daemon's ingest loop never waits for the model.
 
     `ready(texts)` returns the rows when every text is already embedded; else it
-    queues the missing texts for the worker and returns None, and the drift
-    evaluation leaves that domain's `embedding` feature out until the next one.
+    queues the missing texts for the worker and returns None. With
+    `partial=True` it returns the rows of the texts already embedded (and
+    queues the rest): a window's newest sampled texts join at the next
+    evaluation instead of holding the whole window back.
     `embed(texts)` is the synchronous path (replay, tests). A text is embedded
     once: the worker writes into the shared `CachedEmbedder`.
     """
@@ -128,16 +130,21 @@ class BackgroundEmbedder:
         with self._lock:
             return self.cached.embed(texts)
 
-    def ready(self, texts: list[str]) -> np.ndarray | None:
+    def ready(self, texts: list[str], partial: bool = False) -> np.ndarray | None:
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self.cached._cache]
+            cache = self.cached._cache
+            missing = [t for t in dict.fromkeys(texts) if t not in cache]
             if not missing:
                 return self.cached.embed(texts)
             for text in missing:
                 if text not in self._queued:
                     self._queued.add(text)
                     self._queue.append(text)
+            done = [t for t in texts if t in cache] if partial else None
+            rows = self.cached.embed(done) if done else None
         self._wake.set()
+        if partial:
+            return rows if rows is not None else np.empty((0, self.dimension), dtype=np.float32)
         return None
 
     @property

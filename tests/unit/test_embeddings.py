@@ -216,3 +216,65 @@ def test_an_unknown_topic_or_a_negative_length_is_refused():
         prompt(random.Random(0), "astrology", 10)
     with pytest.raises(ValueError, match="non-negative"):
         prompt(random.Random(0), "legal", -1)
+
+
+def wait_for(condition, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_background_embedder_queues_unseen_texts_and_serves_them_once_embedded():
+    from monitor.features.embeddings import BackgroundEmbedder
+
+    fake = FakeEmbedder()
+    background = BackgroundEmbedder(CachedEmbedder(fake), batch_size=2)
+    try:
+        assert background.ready(["a", "b", "c"]) is None
+        wait_for(lambda: background.ready(["a", "b", "c"]) is not None)
+        rows = background.ready(["c", "a"])
+        assert np.allclose(rows, np.stack([vector("c"), vector("a")]))
+        assert sorted(t for call in fake.calls for t in call) == ["a", "b", "c"]
+    finally:
+        background.close()
+
+
+def test_the_background_embedder_serves_a_partial_window_while_the_newest_texts_wait():
+    from monitor.features.embeddings import BackgroundEmbedder
+
+    background = BackgroundEmbedder(CachedEmbedder(FakeEmbedder()))
+    try:
+        background.embed(["old-1", "old-2"])  # embedded at an earlier evaluation
+        rows = background.ready(["old-1", "new", "old-2"], partial=True)
+        assert rows.shape == (2, FakeEmbedder.dimension)
+        assert np.allclose(rows, np.stack([vector("old-1"), vector("old-2")]))
+        wait_for(lambda: background.ready(["new"]) is not None)
+    finally:
+        background.close()
+
+
+def test_drift_in_the_daemon_reports_the_embedding_once_its_texts_are_embedded():
+    from monitor.config import Config
+    from monitor.features.embeddings import BackgroundEmbedder
+    from monitor.pipeline import Pipeline
+    from monitor.synthetic import PromptPool, Shape, scenario
+
+    background = BackgroundEmbedder(CachedEmbedder(FakeEmbedder()))
+    try:
+        config = Config(drift={"reference_records": 200, "min_samples": 50,
+                               "embeddings": {"min_texts": 5}})
+        pipeline = Pipeline(config, clock=lambda: 0.0, reject_future=False, embedder=background)
+        for raw in scenario({"legal": Shape()}, 1_764_000_000.0, 1200, rate=1.0,
+                            pool=PromptPool(size=50, chars_median=80.0)):
+            pipeline.process(raw)
+        at = 1_764_000_000.0 + 1200
+        first = pipeline.evaluate(at=at)
+        assert "embedding" not in {d.feature for d in first.decisions}  # reference still queued
+        wait_for(lambda: background.backlog == 0 and not background._queued)
+        second = pipeline.evaluate(at=at)
+        assert "embedding" in {d.feature for d in second.decisions}
+    finally:
+        background.close()
