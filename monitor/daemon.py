@@ -180,8 +180,9 @@ class Daemon:
         if time.monotonic() - self._lag_at >= LAG_INTERVAL_SECONDS:
             self._lag = self.source.lag()
             self._lag_at = time.monotonic()
-        self._evaluate_drift()
         self.holder.publish(self.pipeline.snapshot(self._lag))
+        if self._evaluate_drift():
+            self.holder.publish(self.pipeline.snapshot(self._lag))
 
     def _load_embedder(self) -> None:
         drift = self.config.drift
@@ -198,15 +199,16 @@ class Daemon:
             log.info("semantic drift is on (all-MiniLM-L6-v2 on the CPU, %d thread(s))",
                      drift.embeddings.threads)
 
-    def _evaluate_drift(self) -> None:
-        """Evaluate when due; first pick up references rebuilt by `monitor reference build`."""
+    def _evaluate_drift(self) -> bool:
+        """Evaluate when due (True when it did); first pick up references built by
+        `monitor reference build`."""
         pipeline = self.pipeline
         if pipeline.drift is None:
-            return
+            return False
         last = pipeline.drift.last
         now = self.clock()
         if last is not None and now - last.at < self.config.drift.evaluation_interval_seconds:
-            return
+            return False
         # Right after a commit the store holds every reference the pipeline built,
         # so an active reference that differs was written by someone else.
         for domain, ref_id in self.store.active_reference_ids().items():
@@ -226,6 +228,7 @@ class Daemon:
             log.log(logging.INFO if detected else logging.DEBUG,
                     "drift evaluated in %.2fs: %d test(s), drift in %s", took, evaluation.tests,
                     ", ".join(detected) or "none")
+        return evaluation is not None
 
     # -- rebalance callbacks (called from inside poll) -----------------------
     def _stored_offsets(self, partitions) -> dict[tuple[str, int], int]:

@@ -146,10 +146,12 @@ def _numeric(w: DomainWindow, cfg) -> list[_Feature]:
         ref = w.reference.numeric[name]
         counts = w.profile.hist[j]
         samples = sum(counts)
+        stats = {}
         if not samples:
+            # Still decided (too_few_samples): the series stays in /metrics, at 0.
+            out.append(_Feature(w.domain, name, rule_for(cfg, w.domain, name, NUMERIC), 0, stats))
             continue
         values = w.profile.values(w.layout, j)
-        stats = {}
         for method in methods_for(NUMERIC):
             if method.needs == HISTOGRAM:
                 stats[method.name] = method.func(ref.counts, counts)
@@ -167,11 +169,9 @@ def _categorical(w: DomainWindow, cfg) -> list[_Feature]:
         names = sorted(vocabulary) + [OTHER]
         current = [w.profile.cats[j].get(c, 0) for c in names]
         samples = sum(current)
-        if not samples:
-            continue
         reference = [ref.counts.get(c, 0) for c in names]
         stats = {m.name: m.func(reference, current) for m in methods_for(CATEGORICAL)
-                 if m.needs == HISTOGRAM}
+                 if m.needs == HISTOGRAM} if samples else {}
         out.append(_Feature(w.domain, name, rule_for(cfg, w.domain, name, CATEGORICAL), samples,
                             stats))
     return out

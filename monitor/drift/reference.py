@@ -33,6 +33,9 @@ from monitor.timestamps import rfc3339
 from monitor.windows.sketch import OTHER, Layout
 
 
+ANY = "*"  # Reference.replaces: whatever is active
+
+
 @dataclass
 class NumericProfile:
     edges: list[float]
@@ -64,6 +67,10 @@ class Reference:
     categorical: dict[str, CategoricalProfile] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
     id: str = ""
+    # The id of the active reference this one replaces (None: the domain had none;
+    # ANY: replace whatever is active, as `monitor reference build` does). The store
+    # keeps a reference set meanwhile rather than overwrite it. Not stored.
+    replaces: str | None = field(default=None, repr=False, compare=False)
     # numpy copies of the numeric samples, made on first use by the statistics.
     _arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -72,7 +79,8 @@ class Reference:
             self.id = hashlib.sha256(self._content()).hexdigest()[:16]
 
     def _doc(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_arrays"}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("_arrays", "replaces")}
 
     def _content(self) -> bytes:
         doc = self._doc()
@@ -143,6 +151,7 @@ class ReferenceBuilder:
         self.n_texts = texts
         self.max_chars = max_chars
         self.seed = seed
+        self.replaces: str | None = None  # see Reference.replaces
         self.numeric_rows: list[tuple] = []
         self.categorical_rows: list[tuple] = []
         self.texts: list[tuple] = []  # max-heap by key (negated) of (key, text)
@@ -186,8 +195,10 @@ class ReferenceBuilder:
             if counts:
                 categorical[name] = _categorical_profile(counts, self.max_categories)
         texts = [t for _, t in sorted(self.texts, reverse=True)]
-        return Reference(self.domain, self.version, built_at, self.start, self.end, self.count,
-                         source, numeric, categorical, texts)
+        reference = Reference(self.domain, self.version, built_at, self.start, self.end,
+                              self.count, source, numeric, categorical, texts)
+        reference.replaces = self.replaces
+        return reference
 
 
 def _numeric_profile(values: np.ndarray, bins: int, sample_size: int, rng) -> NumericProfile:

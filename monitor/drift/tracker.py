@@ -20,7 +20,7 @@ import random
 import numpy as np
 
 from monitor.drift.evaluate import DomainWindow, DriftEvaluation, evaluate
-from monitor.drift.reference import Reference, ReferenceBuilder
+from monitor.drift.reference import ANY, Reference, ReferenceBuilder
 from monitor.features import FeatureExtractor
 from monitor.windows.sketch import DriftSketch, Layout, window_profile
 
@@ -43,6 +43,7 @@ class DriftTracker:
         self.builders: dict[str, ReferenceBuilder] = {}
         self.versions: dict[str, str] = {}
         self._built: list[Reference] = []
+        self._retired: dict[str, str] = {}  # domain -> id of the reference `activate` retired
         self.last: DriftEvaluation | None = None
 
     # -- the hot path ----------------------------------------------------------
@@ -77,18 +78,23 @@ class DriftTracker:
     # -- references --------------------------------------------------------------
     def _builder(self, domain: str, version: str, limit: int | None = None) -> ReferenceBuilder:
         cfg = self.cfg
-        return ReferenceBuilder(domain, version, self.features.numeric_names,
+        builder = ReferenceBuilder(domain, version, self.features.numeric_names,
                                 self.features.categorical_names,
                                 limit=limit or cfg.reference_records,
                                 sample_size=cfg.reference_sample, bins=cfg.bins,
                                 max_categories=cfg.max_categories,
                                 texts=cfg.embeddings.reference_texts if self._texts else 0,
                                 max_chars=cfg.embeddings.max_chars)
+        # What the store must still hold for this build to take over (see Reference.replaces).
+        current = self.references.get(domain)
+        builder.replaces = current.id if current is not None else self._retired.get(domain)
+        return builder
 
     def builder_for_file(self, domain: str, version: str) -> ReferenceBuilder:
         """A builder without a record limit, for `monitor reference build`."""
         builder = self._builder(domain, version)
         builder.limit = None
+        builder.replaces = ANY
         builder.n_texts = self.cfg.embeddings.reference_texts if self.cfg.embeddings.enabled else 0
         return builder
 
@@ -107,7 +113,9 @@ class DriftTracker:
         if stored is not None:
             self.use(stored)
             return
-        self.references.pop(domain, None)
+        retired = self.references.pop(domain, None)
+        if retired is not None:
+            self._retired[domain] = retired.id
         self.layouts.pop(domain, None)
         self.versions[domain] = version
         self.builders[domain] = self._builder(domain, version)

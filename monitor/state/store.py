@@ -8,15 +8,19 @@ offsets exactly: after a crash the daemon reloads both and re-reads from there.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import create_engine, delete, event, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.drift.reference import ANY
 from monitor.errors import StateError
 from monitor.state import schema
 from monitor.state.schema import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,7 +130,9 @@ class StateStore:
                                      .where(table.c.active.is_(True))).all())
 
     def save_reference(self, reference) -> None:
-        """Store `reference` as its domain's active reference (what the CLI uses)."""
+        """Store `reference` as its domain's active reference, whatever was active
+        (what `monitor reference build` does)."""
+        reference.replaces = ANY
         self.commit(StateChanges(references=[reference]))
 
     def offsets(self, topic: str) -> dict[int, int]:
@@ -155,6 +161,14 @@ class StateStore:
                          for (t, p), o in changes.offsets.items()])
                 for ref in changes.references:
                     table = schema.references
+                    active = conn.execute(select(table.c.id).where(
+                        table.c.domain == ref.domain, table.c.active.is_(True))).scalar()
+                    if ref.replaces != ANY and active != ref.replaces:
+                        # Set meanwhile (`monitor reference build`): that one stays.
+                        log.info("domain %s: keeping reference %s set meanwhile; the one built "
+                                 "from its first records (%s) is dropped", ref.domain, active,
+                                 ref.id)
+                        continue
                     conn.execute(update(table).where(table.c.domain == ref.domain)
                                  .values(active=False))
                     _upsert(conn, table, ("domain", "version"),

@@ -102,6 +102,8 @@ def make_config(tmp_path) -> Config:
         "kafka": {"topic": TOPIC},
         "state": {"url": f"sqlite:///{tmp_path}/state.db", "flush_interval_seconds": 0.05},
         "http": {"address": "127.0.0.1:0"},
+        # The sentence-embedding model is tested elsewhere; these tests stay free of torch.
+        "drift": {"embeddings": {"enabled": False}},
     })
 
 

@@ -457,14 +457,19 @@ def test_every_number_of_an_evaluation_is_a_plain_python_float(evaluation):
     assert type(evaluation.at) is float
 
 
-def test_a_domain_without_any_window_data_has_no_decisions(references):
+def test_a_domain_without_any_window_data_is_decided_too_few_samples(references):
+    # e.g. right after switching to a new reference: the series stay, at 0.
     reference = references["same"]
     layout = reference.layout(FEATURES, 64, 0, 512)
     empty = DomainWindow("same", reference, layout, window_profile([], layout))
 
     evaluation = evaluate([empty], DriftConfig(), at=START)
 
-    assert evaluation.decisions == () and evaluation.results == () and evaluation.tests == 0
+    assert evaluation.results == () and evaluation.tests == 0
+    assert {d.feature for d in evaluation.decisions} == set(reference.numeric) | set(
+        reference.categorical)
+    assert all(d.reason == "too_few_samples" and not d.detected and d.samples == 0
+               for d in evaluation.decisions)
 
 
 # -- evaluate(): the embedding feature -------------------------------------------------------

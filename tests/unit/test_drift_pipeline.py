@@ -139,6 +139,43 @@ def test_a_committed_reference_loads_back_as_the_active_one():
     store.close()
 
 
+def test_a_reference_set_meanwhile_is_not_overwritten_by_one_built_from_the_first_records():
+    # `monitor reference build` ran while the daemon was still collecting legal's records.
+    pipeline = make_pipeline(drift_config())
+    store = StateStore("sqlite://")
+    by_file = make_pipeline(drift_config())
+    feed(by_file, traffic(2 * REFERENCE_RECORDS + 10, seed=9))
+    from_file = by_file.drift.references["legal"]
+    store.save_reference(from_file)
+
+    feed(pipeline, traffic(2 * REFERENCE_RECORDS + 10))
+    store.commit(pipeline.take_changes({("logs", 0): 210}))
+
+    active = store.active_reference_ids()
+    assert active["legal"] == from_file.id  # kept
+    assert active["support"] == pipeline.drift.references["support"].id  # nobody else set one
+    store.close()
+
+
+def test_a_new_active_version_gets_its_own_reference_which_replaces_the_old_one():
+    pipeline = make_pipeline(drift_config())
+    feed(pipeline, traffic(2 * REFERENCE_RECORDS + 10))
+    store = StateStore("sqlite://")
+    store.commit(pipeline.take_changes({("logs", 0): 210}))
+    old = pipeline.drift.references["legal"]
+
+    pipeline.drift.activate("legal", "v2")  # the registry's hook
+    assert "legal" not in pipeline.drift.references
+    feed(pipeline, traffic(2 * REFERENCE_RECORDS + 10, seed=3, start=BASE + 3600))
+    store.commit(pipeline.take_changes({("logs", 0): 420}))
+
+    new = pipeline.drift.references["legal"]
+    assert new.version == "v2" and new.id != old.id
+    assert store.active_reference_ids()["legal"] == new.id
+    assert set(store.references("legal")) == {("legal", ""), ("legal", "v2")}
+    store.close()
+
+
 def test_a_restored_pipeline_keeps_sketching_against_the_same_reference():
     config = drift_config()
     messages = list(traffic(2 * REFERENCE_RECORDS + 400, seed=2))
