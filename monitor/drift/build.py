@@ -8,6 +8,7 @@ it at its next drift evaluation.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ def build_from_file(path: str, domain: str, config: Config, version: str = "",
 
     tracker = DriftTracker(config.drift)
     builder = tracker.builder_for_file(domain, version)
+    key = random.Random(0).random  # which prompt texts the reference keeps
     result = BuildResult(None)
     for batch in read_jsonl(path):
         for message in batch:
@@ -50,8 +52,7 @@ def build_from_file(path: str, domain: str, config: Config, version: str = "",
                 result.skipped_over_limit += 1
             else:
                 numeric, categorical = tracker.features.row(record)
-                builder.add(numeric, categorical, record.input_text, record.timestamp,
-                            tracker._random())
+                builder.add(numeric, categorical, record.input_text, record.timestamp, key())
     if builder.count >= 2:
         result.reference = builder.build(built_at=time.time() if built_at is None else built_at,
                                          source=str(path))

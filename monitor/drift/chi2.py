@@ -29,24 +29,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 
+from monitor.drift.inputs import aligned_counts
 from monitor.drift.methods import CATEGORICAL, HISTOGRAM, DriftMethod, Stat, register
 
 DEFAULT_THRESHOLD = 0.1
-
-
-def _counts(name: str, values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of category counts, got ndim={a.ndim}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite counts")
-    if np.any(a < 0):
-        raise ValueError(f"{name} contains negative counts")
-    if not a.sum() > 0:
-        raise ValueError(f"{name} sums to 0: nothing to compare")
-    return a
 
 
 def chi2_statistic(table: np.ndarray) -> tuple[float, int]:
@@ -59,11 +45,7 @@ def chi2_statistic(table: np.ndarray) -> tuple[float, int]:
 
 def chi2(reference_counts, current_counts) -> Stat:
     """Chi-square homogeneity test of two aligned count vectors: `Stat(cramers_v, p)`."""
-    ref = _counts("reference_counts", reference_counts)
-    cur = _counts("current_counts", current_counts)
-    if ref.shape != cur.shape:
-        raise ValueError(f"reference_counts and current_counts have different lengths "
-                         f"({ref.size} != {cur.size}): the categories must be aligned")
+    ref, cur = aligned_counts(reference_counts, current_counts)
     keep = (ref + cur) > 0
     if np.count_nonzero(keep) < 2:
         return Stat(0.0, 1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.drift.inputs import aligned_counts
 from monitor.drift.methods import (
     CATEGORICAL,
     HISTOGRAM,
@@ -32,21 +33,6 @@ from monitor.drift.methods import (
 )
 
 DEFAULT_THRESHOLD = 0.1
-
-
-def _counts(name: str, values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of bin counts, got ndim={a.ndim}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite counts")
-    if np.any(a < 0):
-        raise ValueError(f"{name} contains negative counts")
-    if not a.sum() > 0:
-        raise ValueError(f"{name} sums to 0: nothing to compare")
-    return a
 
 
 def _kl_terms(p: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -60,11 +46,7 @@ def _kl_terms(p: np.ndarray, m: np.ndarray) -> np.ndarray:
 def js(reference_counts, current_counts) -> Stat:
     """Jensen-Shannon distance (natural log) of two aligned bin-count vectors:
     `Stat(score, None)`."""
-    ref = _counts("reference_counts", reference_counts)
-    cur = _counts("current_counts", current_counts)
-    if ref.shape != cur.shape:
-        raise ValueError(f"reference_counts and current_counts have different lengths "
-                         f"({ref.size} != {cur.size}): the bins must be aligned")
+    ref, cur = aligned_counts(reference_counts, current_counts)
     p = ref / ref.sum()
     q = cur / cur.sum()
     m = (p + q) / 2

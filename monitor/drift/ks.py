@@ -26,20 +26,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import kstwo
 
+from monitor.drift.inputs import sample
 from monitor.drift.methods import NUMERIC, SAMPLE, DriftMethod, Stat, register
 
 DEFAULT_THRESHOLD = 0.1
-
-
-def _sample(name: str, values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of values, got ndim={a.ndim}")
-    if a.size == 0:
-        raise ValueError(f"{name} is an empty sample")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
 
 
 def ks_statistic(u: np.ndarray, v: np.ndarray) -> float:
@@ -61,8 +51,8 @@ def ks_pvalue(d: float, n: int, m: int) -> float:
 
 def ks(reference_values, current_values) -> Stat:
     """Two-sample KS: `Stat(score=D, pvalue=asymptotic two-sided p)`."""
-    ref = _sample("reference_values", reference_values)
-    cur = _sample("current_values", current_values)
+    ref = sample("reference_values", reference_values)
+    cur = sample("current_values", current_values)
     d = ks_statistic(ref, cur)
     return Stat(d, ks_pvalue(d, ref.size, cur.size))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.drift.inputs import aligned_counts
 from monitor.drift.methods import (
     CATEGORICAL,
     HISTOGRAM,
@@ -38,30 +39,6 @@ DEFAULT_THRESHOLD = 0.1
 ZERO_FILL = 0.0001
 
 
-def _counts(name: str, values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of bin counts, got ndim={a.ndim}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite counts")
-    if np.any(a < 0):
-        raise ValueError(f"{name} contains negative counts")
-    if not a.sum() > 0:
-        raise ValueError(f"{name} sums to 0: nothing to compare")
-    return a
-
-
-def _aligned(reference_counts, current_counts) -> tuple[np.ndarray, np.ndarray]:
-    ref = _counts("reference_counts", reference_counts)
-    cur = _counts("current_counts", current_counts)
-    if ref.shape != cur.shape:
-        raise ValueError(f"reference_counts and current_counts have different lengths "
-                         f"({ref.size} != {cur.size}): the bins must be aligned")
-    return ref, cur
-
-
 def _fill_zeros(proportions: np.ndarray) -> np.ndarray:
     """evidently's rule: zeros become 0.0001, or min(non-zero) / 1e6 if that is <= 0.0001."""
     p = proportions.copy()
@@ -72,7 +49,7 @@ def _fill_zeros(proportions: np.ndarray) -> np.ndarray:
 
 def psi(reference_counts, current_counts) -> Stat:
     """PSI of two aligned bin-count vectors; `Stat(score, None)`."""
-    ref, cur = _aligned(reference_counts, current_counts)
+    ref, cur = aligned_counts(reference_counts, current_counts)
     r = _fill_zeros(ref / ref.sum())
     c = _fill_zeros(cur / cur.sum())
     return Stat(float(np.sum((r - c) * np.log(r / c))), None)

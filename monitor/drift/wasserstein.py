@@ -24,20 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.drift.inputs import sample
 from monitor.drift.methods import NUMERIC, SAMPLE, DriftMethod, Stat, register
 
 DEFAULT_THRESHOLD = 0.1
-
-
-def _sample(name: str, values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of values, got ndim={a.ndim}")
-    if a.size == 0:
-        raise ValueError(f"{name} is an empty sample")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
 
 
 def wasserstein_1(u: np.ndarray, v: np.ndarray) -> float:
@@ -55,8 +45,8 @@ def wasserstein_1(u: np.ndarray, v: np.ndarray) -> float:
 
 def wasserstein(reference_values, current_values) -> Stat:
     """W1(reference, current) / std(reference) (or / 1 if that std is 0); `Stat(score, None)`."""
-    ref = _sample("reference_values", reference_values)
-    cur = _sample("current_values", current_values)
+    ref = sample("reference_values", reference_values)
+    cur = sample("current_values", current_values)
     std = float(np.std(ref))
     return Stat(wasserstein_1(ref, cur) / (std if std > 0 else 1.0), None)
 
