@@ -62,12 +62,10 @@ def _records(n: int, shape: Shape, seed: int, start: float, seconds: float):
 def _frame(records):
     import pandas as pd
 
-    tracker_features = DriftTracker(Config().drift).features
-    columns = {}
-    for i, name in enumerate(tracker_features.numeric_names):
-        columns[name] = tracker_features.numeric_column(records, i)
-    for i, name in enumerate(tracker_features.categorical_names):
-        columns[name] = tracker_features.categorical_column(records, i)
+    features = DriftTracker(Config().drift).features
+    numeric, categorical, _ = features.columns([features.raw(r) for r in records])
+    columns = {name: numeric[:, i] for i, name in enumerate(features.numeric_names)}
+    columns.update({name: list(categorical[i]) for i, name in enumerate(features.categorical_names)})
     return pd.DataFrame(columns)
 
 

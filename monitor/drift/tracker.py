@@ -35,6 +35,7 @@ class DriftTracker:
         self.embedder = embedder
         self.features = FeatureExtractor(cfg.attributes)
         self._row = self.features.row
+        self._raw = self.features.raw
         self._random = random.Random(seed).random
         self._rng = np.random.default_rng(seed)
         self._texts = embedder is not None and cfg.embeddings.enabled
@@ -73,7 +74,7 @@ class DriftTracker:
             sketch = bucket.drift = DriftSketch(layout.reference_id, layout, self._rng)
         elif sketch.layout is None:  # restored from the state store
             sketch.layout, sketch.rng = layout, self._rng
-        sketch.add(record)
+        sketch.add(self._raw(record))
 
     # -- references --------------------------------------------------------------
     def _builder(self, domain: str, version: str, limit: int | None = None) -> ReferenceBuilder:

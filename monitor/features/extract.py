@@ -15,18 +15,12 @@ signals read records directly and do not need them.
 
 from __future__ import annotations
 
-from operator import attrgetter
-
 import numpy as np
 
 NUMERIC = ("prompt_tokens", "prompt_chars", "output_tokens", "latency_seconds",
            "mean_logprob", "feedback_score")
 CATEGORICAL = ("finish_reason", "status")
-_NUMERIC_GETTERS = {name: attrgetter(name) for name in
-                    ("prompt_tokens", "prompt_chars", "output_tokens", "mean_logprob",
-                     "feedback_score")}
-_LATENCY_MS = attrgetter("latency_ms")
-_CATEGORICAL_GETTERS = tuple(attrgetter(name) for name in CATEGORICAL)
+_LATENCY = NUMERIC.index("latency_seconds")  # raw() holds it in milliseconds
 MAX_CATEGORY_LENGTH = 64
 
 
@@ -58,42 +52,41 @@ class FeatureExtractor:
         self.numeric_names = NUMERIC
         self.categorical_names = CATEGORICAL + tuple(f for _, f in self._attributes)
 
-    def numeric_column(self, records: list, index: int) -> np.ndarray:
-        """The `numeric_names[index]` values of `records` as floats, NaN where absent."""
-        name = NUMERIC[index]
-        if name == "latency_seconds":
-            return np.array(list(map(_LATENCY_MS, records)), dtype=float) / 1000.0
-        return np.array(list(map(_NUMERIC_GETTERS[name], records)), dtype=float)
-
-    def categorical_column(self, records: list, index: int) -> list:
-        """The `categorical_names[index]` values of `records` (None where absent), not
-        yet cut to MAX_CATEGORY_LENGTH: callers count first and cut the distinct values."""
-        if index < len(CATEGORICAL):
-            return list(map(_CATEGORICAL_GETTERS[index], records))
-        name = self._attribute_names[index - len(CATEGORICAL)]
-        return [None if (a := r.attributes) is None or (v := a.get(name)) is None else str(v)
-                for r in records]
-
-    def row(self, record) -> tuple[tuple, tuple]:
-        tokens = record.prompt_tokens
-        chars = record.prompt_chars
-        out = record.output_tokens
-        latency = record.latency_ms
-        numeric = (None if tokens is None else float(tokens),
-                   None if chars is None else float(chars),
-                   None if out is None else float(out),
-                   None if latency is None else latency / 1000.0,
-                   record.mean_logprob, record.feedback_score)
-        finish = record.finish_reason
-        status = record.status
-        categorical = (None if finish is None else finish[:MAX_CATEGORY_LENGTH],
-                       None if status is None else status[:MAX_CATEGORY_LENGTH])
+    def raw(self, record) -> tuple:
+        """The hot-path form kept by the drift sketches until they fold: the record's
+        feature values as read (latency in ms, categories not yet cut) and its prompt
+        text, in one flat tuple of immutable values (cheap for the garbage collector)."""
         if self._attribute_names:
             attributes = record.attributes or {}
-            categorical += tuple(None if (v := attributes.get(name)) is None
-                                 else str(v)[:MAX_CATEGORY_LENGTH]
-                                 for name in self._attribute_names)
+            extra = tuple(None if (v := attributes.get(name)) is None else str(v)
+                          for name in self._attribute_names)
+            return (record.prompt_tokens, record.prompt_chars, record.output_tokens,
+                    record.latency_ms, record.mean_logprob, record.feedback_score,
+                    record.finish_reason, record.status) + extra + (record.input_text,)
+        return (record.prompt_tokens, record.prompt_chars, record.output_tokens,
+                record.latency_ms, record.mean_logprob, record.feedback_score,
+                record.finish_reason, record.status, record.input_text)
+
+    def columns(self, raws: list[tuple]) -> tuple[np.ndarray, list, list]:
+        """Columns of many `raw()` tuples: a float matrix (records x numeric_names,
+        NaN where absent), one list per categorical feature (not cut), the texts."""
+        columns = list(zip(*raws))
+        numeric = np.array(columns[:len(NUMERIC)], dtype=float).T
+        numeric[:, _LATENCY] /= 1000.0
+        return numeric, columns[len(NUMERIC):-1], list(columns[-1])
+
+    def row_from_raw(self, raw: tuple) -> tuple[tuple, tuple]:
+        """(numeric values as floats, categories cut to MAX_CATEGORY_LENGTH) of one raw tuple."""
+        latency = raw[_LATENCY]
+        numeric = tuple(None if v is None else float(v) for v in raw[:len(NUMERIC)])
+        if latency is not None:
+            numeric = numeric[:_LATENCY] + (latency / 1000.0,) + numeric[_LATENCY + 1:]
+        categorical = tuple(None if v is None else v[:MAX_CATEGORY_LENGTH]
+                            for v in raw[len(NUMERIC):-1])
         return numeric, categorical
+
+    def row(self, record) -> tuple[tuple, tuple]:
+        return self.row_from_raw(self.raw(record))
 
     def extract(self, record) -> Features:
         numeric = {}

@@ -26,8 +26,8 @@ one.
 ...                 k=4, k_texts=2, max_chars=8, features=FeatureExtractor())
 >>> s = DriftSketch("ref-1", layout, np.random.default_rng(0))
 >>> for i, v in enumerate((5, 12, 30)):
-...     s.add(Record(0.0, "d", prompt_tokens=v, finish_reason="stop" if i else "length",
-...                  input_text="hello world"))
+...     s.add(FeatureExtractor().raw(Record(0.0, "d", prompt_tokens=v, input_text="hello world",
+...                                         finish_reason="stop" if i else "length")))
 >>> s.fold()
 >>> s.hist, s.cats, len(s.reservoir), s.texts[0][1]
 ([[1, 1, 1]], [{'__other__': 1, 'stop': 2}], 3, 'hello wo')
@@ -69,15 +69,16 @@ class Layout:
 
 # Records wait in a sketch's `pending` list until a fold bins them all at once
 # with numpy; this bounds that list (and the memory it pins).
-FOLD_AT = 4096
+FOLD_AT = 1024
 
 
 class DriftSketch:
     """The drift sketch of one bucket (see the module docstring).
 
-    `add(record)` only queues the record: the hot path costs one list append.
-    `fold()` (called before anything reads the sketch) bins the queue with numpy
-    and draws the records' reservoir keys from `rng`."""
+    `add(raw)` only queues the record's `FeatureExtractor.raw()` tuple: the hot
+    path costs one list append. `fold()` (called before anything reads the
+    sketch) bins the queue with numpy and draws the records' reservoir keys
+    from `rng`."""
 
     __slots__ = ("reference_id", "count", "hist", "moments", "cats", "reservoir", "texts",
                  "pending", "layout", "rng")
@@ -95,9 +96,9 @@ class DriftSketch:
         self.texts: list[tuple] = []
         self.pending: list = []
 
-    def add(self, record) -> None:
+    def add(self, raw: tuple) -> None:
         pending = self.pending
-        pending.append(record)
+        pending.append(raw)
         if len(pending) >= FOLD_AT:
             self.fold()
 
@@ -110,8 +111,9 @@ class DriftSketch:
         layout = self.layout
         features = layout.features
         self.count += len(records)
+        numeric_columns, categorical_columns, texts_column = features.columns(records)
         for j, (i, edges, mean) in enumerate(layout.numeric):
-            column = features.numeric_column(records, i)
+            column = numeric_columns[:, i]
             values = column[~np.isnan(column)]
             if not len(values):
                 continue
@@ -127,7 +129,7 @@ class DriftSketch:
             m[2] += float(d @ d)
         for j, (i, vocabulary) in enumerate(layout.categorical):
             counts = self.cats[j]
-            for value, n in Counter(features.categorical_column(records, i)).items():
+            for value, n in Counter(categorical_columns[i]).items():
                 if value is None:
                     continue
                 if len(value) > MAX_CATEGORY_LENGTH:
@@ -142,7 +144,7 @@ class DriftSketch:
             key = float(keys[position])
             if len(reservoir) >= layout.k and not key < -reservoir[0][0]:
                 continue
-            numeric, categorical = features.row(records[position])
+            numeric, categorical = features.row_from_raw(records[position])
             entry = (-key, numeric, categorical)
             if len(reservoir) < layout.k:
                 heapq.heappush(reservoir, entry)
@@ -153,7 +155,7 @@ class DriftSketch:
             texts = self.texts
             bound = -texts[0][0] if len(texts) >= layout.k_texts else 1.0
             for position in np.flatnonzero(keys < bound):
-                text = records[position].input_text
+                text = texts_column[position]
                 if not text:
                     continue
                 key = float(keys[position])

@@ -80,7 +80,7 @@ def test_fold_bins_numeric_values_exactly_as_searchsorted_left():
     batch = records(3000, seed=3)
     sketch = make_sketch()
     for r in batch:
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     sketch.fold()
 
@@ -97,7 +97,7 @@ def test_fold_bins_across_several_automatic_folds_like_one_direct_computation():
     batch = records(FOLD_AT * 2 + 123, seed=4)
     sketch = make_sketch()
     for r in batch:
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
     assert len(sketch.pending) == 123  # two folds ran on their own
 
     sketch.fold()
@@ -110,9 +110,9 @@ def test_moments_give_the_window_mean_and_std_within_1e_9():
     a, b = records(700, seed=5), records(1300, seed=6, t0=5000.0)
     sa, sb = make_sketch(seed=1), make_sketch(seed=2)
     for r in a:
-        sa.add(r)
+        sa.add(FEATURES.raw(r))
     for r in b:
-        sb.add(r)
+        sb.add(FEATURES.raw(r))
 
     profile = window_profile([sa, sb], make_layout())
 
@@ -128,7 +128,7 @@ def test_moments_give_the_window_mean_and_std_within_1e_9():
 
 def test_mean_std_of_a_feature_without_values_is_none():
     sketch = make_sketch()
-    sketch.add(Record(0.0, "legal", input_text="no tokens, no latency"))
+    sketch.add(FEATURES.raw(Record(0.0, "legal", input_text="no tokens, no latency")))
 
     profile = window_profile([sketch], make_layout())
 
@@ -139,7 +139,7 @@ def test_categories_outside_the_vocabulary_count_as_other():
     batch = records(500, seed=7)
     sketch = make_sketch()
     for r in batch:
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     sketch.fold()
 
@@ -155,7 +155,7 @@ def test_none_values_are_skipped_in_histograms_moments_and_categories():
     batch = records(400, seed=8, none_every=4)
     sketch = make_sketch()
     for r in batch:
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     sketch.fold()
 
@@ -175,7 +175,7 @@ def test_the_reservoir_never_exceeds_k_and_holds_the_k_smallest_keys():
     batch = records(FOLD_AT + 1000, seed=9)
     for i, r in enumerate(batch):
         r.prompt_tokens = i  # identifies the record in the reservoir
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
         if i % 997 == 0:
             sketch.fold()
             assert len(sketch.reservoir) <= 16
@@ -193,7 +193,7 @@ def test_the_text_reservoir_is_capped_and_cut_to_max_chars():
     layout = make_layout(k=8, k_texts=4, max_chars=10)
     sketch = make_sketch(layout)
     for r in records(300, seed=10):
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     sketch.fold()
 
@@ -217,8 +217,8 @@ def test_texts_are_the_k_texts_smallest_keys_among_records_with_a_text():
     layout = make_layout(k=4, k_texts=2)
     sketch = DriftSketch(layout.reference_id, layout, Keys(keys))
     for i in range(10):
-        sketch.add(Record(float(i), "legal", prompt_tokens=100,
-                          input_text=None if i < 8 else f"text {i}"))
+        sketch.add(FEATURES.raw(Record(float(i), "legal", prompt_tokens=100,
+                          input_text=None if i < 8 else f"text {i}")))
 
     sketch.fold()
 
@@ -229,7 +229,7 @@ def test_records_wait_in_pending_until_a_fold():
     sketch = make_sketch()
     batch = records(10, seed=11)
     for r in batch:
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     assert len(sketch.pending) == 10
     assert sketch.count == 0
@@ -240,7 +240,7 @@ def test_records_wait_in_pending_until_a_fold():
 def test_to_doc_folds_pending_records_first():
     sketch = make_sketch()
     for r in records(10, seed=11):
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     doc = sketch.to_doc()
 
@@ -253,7 +253,7 @@ def test_to_doc_folds_pending_records_first():
 def test_window_profile_folds_pending_records_first():
     sketch = make_sketch()
     for r in records(10, seed=11):
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     profile = window_profile([sketch], make_layout())
 
@@ -266,7 +266,7 @@ def test_window_profile_folds_pending_records_first():
 def test_fold_without_pending_records_changes_nothing():
     sketch = make_sketch()
     for r in records(10, seed=11):
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
     sketch.fold()
     before = sketch.to_doc()
 
@@ -283,7 +283,7 @@ def test_bucket_round_trip_keeps_the_drift_sketch():
     bucket.drift = make_sketch(layout)
     for r in records(500, seed=12):
         bucket.add(r, (False, False, False, False))
-        bucket.drift.add(r)
+        bucket.drift.add(FEATURES.raw(r))
 
     restored = Bucket.from_bytes(bucket.to_bytes())
 
@@ -341,7 +341,7 @@ def test_window_profile_merges_counts_across_buckets():
     batches = (records(200, seed=16), records(50, seed=17), records(5, seed=18))
     for sketch, batch in zip((a, b, c), batches):
         for r in batch:
-            sketch.add(r)
+            sketch.add(FEATURES.raw(r))
 
     profile = window_profile([a, b, c], layout)
 
@@ -369,9 +369,9 @@ def test_window_sample_takes_a_share_proportional_to_each_buckets_traffic():
     layout = make_layout(k=64, k_texts=8)
     busy, quiet = make_sketch(layout, seed=1), make_sketch(layout, seed=2)
     for r in records(5000, seed=19):
-        busy.add(r)
+        busy.add(FEATURES.raw(r))
     for r in records(500, seed=20, token_offset=10_000):  # tokens >= 10000 mark the quiet bucket
-        quiet.add(r)
+        quiet.add(FEATURES.raw(r))
 
     profile = window_profile([busy, quiet], layout)
 
@@ -387,9 +387,9 @@ def test_window_sample_takes_the_smallest_keys_of_each_bucket():
     layout = make_layout(k=10)
     busy, quiet = make_sketch(layout, seed=1), make_sketch(layout, seed=2)
     for r in records(100, seed=21):
-        busy.add(r)
+        busy.add(FEATURES.raw(r))
     for r in records(50, seed=22):
-        quiet.add(r)
+        quiet.add(FEATURES.raw(r))
 
     profile = window_profile([busy, quiet], layout)
 
@@ -403,7 +403,7 @@ def test_values_reads_the_sampled_values_of_a_numeric_feature():
     sketch = make_sketch(layout)
     batch = records(200, seed=23, none_every=5)
     for r in batch:
-        sketch.add(r)
+        sketch.add(FEATURES.raw(r))
 
     profile = window_profile([sketch], layout)
 
@@ -420,7 +420,7 @@ def test_a_sketch_stays_bounded_whatever_the_record_count():
         sketch = make_sketch(layout, seed=n)
         template = records(1000, seed=24)
         for i in range(n):
-            sketch.add(template[i % 1000])
+            sketch.add(FEATURES.raw(template[i % 1000]))
         sketch.fold()
         return sketch
 
