@@ -33,6 +33,7 @@ test-integration: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py
+	$(PY) bench/drift.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info demo-out

@@ -46,22 +46,31 @@ def bench_pipeline(n: int) -> dict:
     values = [m.value for m in traffic(n, start=time.time() - n / 200, rate=200, malformed_every=100)]
     size = statistics.mean(len(v) for v in values)
     out = {"records": n, "mean_bytes": round(size)}
-    for drift in (False, True):
-        config = _config()
-        config = config.model_copy(update={"drift": config.drift.model_copy(
-            update={"enabled": drift})})
-        pipeline = Pipeline(config, clock=time.time)
-        process = pipeline.process
-        gc.collect()
-        cpu = time.process_time()
-        for value in values:
-            process(value)
-        if drift:
-            pipeline.take_changes({})  # folds the sketches still pending
-        cpu = time.process_time() - cpu
-        key = "drift" if drift else "no_drift"
+    gc.collect()
+    gc.freeze()  # the test messages are not the pipeline's garbage to scan
+    best: dict[str, float] = {}
+    for _ in range(3):  # alternate, best of three: the machine is noisy
+        for drift in (False, True):
+            config = _config()
+            config = config.model_copy(update={"drift": config.drift.model_copy(
+                update={"enabled": drift})})
+            pipeline = Pipeline(config, clock=time.time)
+            process = pipeline.process
+            gc.collect()
+            cpu = time.process_time()
+            for value in values:
+                process(value)
+            if drift:
+                pipeline.take_changes({})  # folds the sketches still pending
+            cpu = time.process_time() - cpu
+            key = "drift" if drift else "no_drift"
+            best[key] = min(best.get(key, float("inf")), cpu)
+    gc.unfreeze()
+    for key, cpu in best.items():
         out[f"{key}_cpu_seconds"] = round(cpu, 3)
         out[f"{key}_records_per_second_per_core"] = round(n / cpu)
+    out["drift_cost_microseconds_per_record"] = round(
+        (best["drift"] - best["no_drift"]) / n * 1e6, 2)
     return out
 
 
@@ -121,6 +130,8 @@ def _our_daemon(bootstrap: str, group: str, n: int, state_dir: str,
     evaluation = daemon.pipeline.drift.last if daemon.pipeline.drift else None
     _our_daemon.semantic = bool(evaluation and evaluation.semantic)
     _our_daemon.embedded = any(r.method == "mmd" for r in evaluation.results) if evaluation else False
+    # How much embedding work ran in the background during the round.
+    _our_daemon.texts_embedded = daemon.embedder.embedded if daemon.embedder else 0
     return n / committed, n / processed
 
 
@@ -131,11 +142,14 @@ def bench_end_to_end(n: int, rounds: int, drift_interval: float = 5.0) -> dict:
                 traffic(n, start=time.time() - n / 200, rate=200, malformed_every=100))
         bare, ours, ours_processed = [], [], []
 
+        embedded = []
+
         def run_ours(r):
             committed, processed = _our_daemon(broker.bootstrap_servers, f"ours-{r}", n, state_dir,
                                                drift_interval)
             ours.append(committed)
             ours_processed.append(processed)
+            embedded.append(_our_daemon.texts_embedded)
 
         for r in range(rounds):
             # Alternate who goes first, so that drift in the machine's speed
@@ -157,16 +171,17 @@ def bench_end_to_end(n: int, rounds: int, drift_interval: float = 5.0) -> dict:
             "ratio_until_processed": round(statistics.median(ours_processed) / bare_m, 3),
             "drift_interval_seconds": drift_interval,
             "semantic_drift": getattr(_our_daemon, "semantic", False),
-            "embedding_results_in_last_evaluation": getattr(_our_daemon, "embedded", False)}
+            "embedding_results_in_last_evaluation": getattr(_our_daemon, "embedded", False),
+            "texts_embedded_per_round": embedded}
 
 
-def bench_memory(checkpoints=(100_000, 1_000_000)) -> dict:
+def bench_memory(checkpoints=(300_000, 1_000_000, 2_000_000, 3_000_000)) -> dict:
     pipeline = Pipeline(_config(), clock=time.time)
     process = pipeline.process
     process_info = psutil.Process()
     start = time.time() - checkpoints[-1] / 200
     rss, done = {}, 0
-    # Event time advances at 200 records/s, so the 1M records span ~83 minutes
+    # Event time advances at 200 records/s, so the 3M records span ~4 hours
     # and the 15-minute windows roll over many times.
     for message in traffic(checkpoints[-1], start=start, rate=200, malformed_every=100):
         process(message.value)
@@ -175,9 +190,11 @@ def bench_memory(checkpoints=(100_000, 1_000_000)) -> dict:
             pipeline.take_changes({})
             gc.collect()
             rss[done] = process_info.memory_info().rss
+    # Measured once the windows are full (15 min + lateness of event time, 240k
+    # records): before that, state grows as buckets fill, by design.
     first, last = rss[checkpoints[0]], rss[checkpoints[-1]]
     return {f"rss_mib_after_{k}": round(v / 2**20, 1) for k, v in rss.items()} | {
-        "growth": round((last - first) / first, 4)}
+        "growth_after_windows_are_full": round((last - first) / first, 4)}
 
 
 def main() -> int:

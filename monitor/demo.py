@@ -79,6 +79,18 @@ def report(metrics: dict, url: str, produced: int, malformed: int) -> str:
             f"{q.get('empty_output_ratio', 0):>7.3f}{q.get('mean_logprob', 0):>9.3f}"
             f"{q.get('feedback_mean', 0):>10.3f}{lat.get('0.5', 0):>8.3f}{lat.get('0.99', 0):>8.3f}")
     lines.append("")
+    detected: dict = {}
+    for labels, value in metrics.get("monitor_drift_detected", []):
+        detected.setdefault(labels["domain"], []).append((labels["feature"], value))
+    if detected:
+        lines.append("drift against each domain's reference (its first records):")
+        for domain in sorted(detected):
+            drifting = sorted(f for f, v in detected[domain] if v)
+            lines.append(f"  {domain:<10}" + (f"DRIFT in {', '.join(drifting)}" if drifting
+                                              else f"no drift in {len(detected[domain])} features"))
+    else:
+        lines.append("drift: no evaluation with a reference yet (a domain's reference is its "
+                     "first 5000 records; evaluations run every minute)")
     lines.append("rejected by reason (each one is in the dead-letter topic "
                  f"{TOPIC}.dlq): " + (", ".join(f"{r} {c}" for r, c in sorted(rejected.items()))
                                       or "none"))

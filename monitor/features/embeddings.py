@@ -118,6 +118,7 @@ class BackgroundEmbedder:
         self.dimension = cached.dimension
         self.batch_size = batch_size
         self.failures = 0
+        self.embedded = 0  # texts embedded by the worker
         self._lock = threading.Lock()
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
@@ -172,6 +173,8 @@ class BackgroundEmbedder:
                         self._queued.discard(text)
                         if vectors is not None:
                             self.cached._remember(text, vectors[position].copy())
+                    if vectors is not None:
+                        self.embedded += len(batch)
 
     def close(self) -> None:
         self._stopped = True
