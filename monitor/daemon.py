@@ -213,6 +213,9 @@ class Daemon:
         # so an active reference that differs was written by someone else.
         for domain, ref_id in self.store.active_reference_ids().items():
             current = pipeline.drift.references.get(domain)
+            builder = pipeline.drift.builders.get(domain)
+            if builder is not None and builder.replaces == ref_id:
+                continue  # a new version's reference is being built to replace that one
             if current is None or current.id != ref_id:
                 reference = self.store.references(domain, active_only=True).get(domain)
                 if reference is not None:

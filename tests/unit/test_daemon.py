@@ -520,3 +520,27 @@ def test_revoked_partitions_are_not_written_again_and_resume_from_the_store(tmp_
         assert (TOPIC, 0) not in running.daemon.offsets
         assert source.stored_offsets([(TOPIC, 0), (TOPIC, 1)]) == {(TOPIC, 0): 4, (TOPIC, 1): 2}
         assert running.stop() == 0
+
+
+def test_a_version_being_activated_is_not_given_back_its_old_reference(tmp_path):
+    # The registry's hook retires a domain's reference; until the new version's
+    # reference is built, the one still active in the store must not come back.
+    from monitor.state import StateStore
+    from monitor.synthetic import Shape, scenario
+
+    config = make_config(tmp_path)
+    config = config.model_copy(update={"drift": config.drift.model_copy(
+        update={"reference_records": 100})})
+    daemon = Daemon(config, clock=lambda: 1_764_000_000.0 + 600)
+    daemon.store = StateStore(config.state.url)
+    for raw in scenario({"legal": Shape()}, 1_764_000_000.0, 300, rate=1.0):
+        daemon.pipeline.process(raw)
+    daemon.store.commit(daemon.pipeline.take_changes({}))
+    old = daemon.pipeline.drift.references["legal"]
+
+    daemon.pipeline.drift.activate("legal", "v2")
+    assert daemon._evaluate_drift()
+
+    assert "legal" not in daemon.pipeline.drift.references
+    assert daemon.store.active_reference_ids() == {"legal": old.id}
+    daemon.store.close()
