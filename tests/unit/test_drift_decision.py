@@ -323,7 +323,7 @@ def make_window(reference: Reference, records: list[Record], buckets: int = 10, 
     rng = np.random.default_rng(seed)
     sketches = [DriftSketch(layout.reference_id, layout, rng) for _ in range(buckets)]
     for i, r in enumerate(records):
-        sketches[i % buckets].add(r)
+        sketches[i % buckets].add(FEATURES.raw(r))
     return DomainWindow(reference.domain, reference, layout, window_profile(sketches, layout))
 
 
