@@ -22,7 +22,7 @@ import numpy as np
 from monitor.drift.evaluate import DomainWindow, DriftEvaluation, evaluate
 from monitor.drift.reference import ANY, Reference, ReferenceBuilder
 from monitor.features import FeatureExtractor
-from monitor.windows.sketch import DriftSketch, Layout, window_profile
+from monitor.windows.sketch import FOLD_AT, DriftSketch, Layout, window_profile
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ class DriftTracker:
             sketch = bucket.drift = DriftSketch(layout.reference_id, layout, self._rng)
         elif sketch.layout is None:  # restored from the state store
             sketch.layout, sketch.rng = layout, self._rng
-        sketch.add(self._raw(record))
+        pending = sketch.pending  # DriftSketch.add, inlined: this runs for every record
+        pending.append(self._raw(record))
+        if len(pending) >= FOLD_AT:
+            sketch.fold()
 
     # -- references --------------------------------------------------------------
     def _builder(self, domain: str, version: str, limit: int | None = None) -> ReferenceBuilder:

@@ -69,7 +69,7 @@ class Layout:
 
 # Records wait in a sketch's `pending` list until a fold bins them all at once
 # with numpy; this bounds that list (and the memory it pins).
-FOLD_AT = 1024
+FOLD_AT = 4096
 
 
 class DriftSketch:
