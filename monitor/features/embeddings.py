@@ -153,6 +153,7 @@ class BackgroundEmbedder:
         return len(self._queue)
 
     def _work(self) -> None:
+        _lower_priority()
         while not self._stopped:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
@@ -180,3 +181,16 @@ class BackgroundEmbedder:
         self._stopped = True
         self._wake.set()
         self._thread.join(timeout=10)
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at a lower CPU priority where the OS allows it (Linux
+    threads have their own nice value): embeddings are background work, and the
+    ingest loop and the Kafka fetcher must not wait for them."""
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass

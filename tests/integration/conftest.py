@@ -38,7 +38,7 @@ class DaemonProcess:
     """One `monitor run` subprocess with its own config file, state and port."""
 
     def __init__(self, workdir: Path, bootstrap: str, topic: str, group: str | None = None,
-                 fetcher: str = "process"):
+                 fetcher: str = "process", semantic: bool = True):
         self.workdir = workdir
         self.port = free_port()
         self.state_path = workdir / "state.db"
@@ -55,7 +55,8 @@ class DaemonProcess:
             f"  url: sqlite:///{self.state_path}\n"
             "  flush_interval_seconds: 0.2\n"
             "http:\n"
-            f"  address: 127.0.0.1:{self.port}\n")
+            f"  address: 127.0.0.1:{self.port}\n"
+            + ("" if semantic else "drift:\n  embeddings:\n    enabled: false\n"))
         self.process: subprocess.Popen | None = None
         self.log_path = workdir / "daemon.log"
 
@@ -169,9 +170,11 @@ class DaemonProcess:
 def daemon_factory(tmp_path, broker, topic):
     made: list[DaemonProcess] = []
 
-    def make(workdir: Path | None = None, fetcher: str = "process") -> DaemonProcess:
+    def make(workdir: Path | None = None, fetcher: str = "process",
+             semantic: bool = True) -> DaemonProcess:
         workdir = workdir or tmp_path
-        daemon = DaemonProcess(workdir, broker.bootstrap_servers, topic, fetcher=fetcher)
+        daemon = DaemonProcess(workdir, broker.bootstrap_servers, topic, fetcher=fetcher,
+                               semantic=semantic)
         made.append(daemon)
         return daemon
 
