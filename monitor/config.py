@@ -272,6 +272,41 @@ class DriftConfig(_Section):
         return self
 
 
+class RulesConfig(_Section):
+    """Alerting and recording rules (docs/rules.md)."""
+    # Files, or folders whose *.yml / *.yaml files are read (not recursively, so
+    # rules/tests/ is not loaded). `--rules PATH` overrides it.
+    paths: list[str] = ["rules/"]
+    evaluation_interval_seconds: float = Field(60.0, gt=0)  # groups without `interval:`
+    retention_seconds: float = Field(3600.0, gt=0)          # series store (range functions)
+    max_series: int = Field(200_000, gt=0)                  # series store; new series beyond: dropped
+    query_timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, value):
+        return [value] if isinstance(value, str) else value
+
+
+class AlertingConfig(_Section):
+    """Where firing alerts go (docs/rules.md#delivery)."""
+    alertmanagers: list[str] = []       # base URLs, e.g. http://127.0.0.1:9093
+    webhooks: list[str] = []            # URLs receiving Alertmanager's webhook payload (v4)
+    external_url: str = "http://127.0.0.1:9464"  # links in alerts (generatorURL)
+    resend_delay_seconds: float = Field(60.0, ge=0)   # firing alerts are re-sent this often
+    queue_capacity: int = Field(10_000, gt=0)         # alerts waiting; the oldest are dropped
+    timeout_seconds: float = Field(10.0, gt=0)
+    max_backoff_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("alertmanagers", "webhooks")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     state: StateConfig = StateConfig()
@@ -280,6 +315,8 @@ class Config(_Section):
     records: RecordConfig = RecordConfig()
     quality: QualityConfig = QualityConfig()
     drift: DriftConfig = DriftConfig()
+    rules: RulesConfig = RulesConfig()
+    alerting: AlertingConfig = AlertingConfig()
 
 
 # Environment variable -> (section, field). Secrets appear only here.

@@ -1,0 +1,1 @@
+"""Alert delivery: Alertmanager API v2 and webhooks (DESIGN.md §6)."""
