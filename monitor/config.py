@@ -123,7 +123,7 @@ class QualityConfig(_Section):
     # record then costs a regex search, a few microseconds.
     refusal_patterns: list[str] = []
     refusal_scan_chars: int = Field(160, gt=0, description="output characters searched")
-    latency_quantiles: list[float] = [0.5, 0.9, 0.99]
+    latency_quantiles: list[float] = [0.5, 0.9, 0.95, 0.99]
 
     @field_validator("refusal_patterns")
     @classmethod

@@ -262,7 +262,7 @@ def test_snapshot_has_domains_sorted_with_quality_and_latency():
         assert d.quality["mean_logprob"] == pytest.approx(-0.5)
         assert d.quality["feedback_mean"] == 1.0
         assert d.quality["empty_output_ratio"] == 0.0
-        assert set(d.latency) == {0.5, 0.9, 0.99}
+        assert set(d.latency) == {0.5, 0.9, 0.95, 0.99}
         assert 0.1 <= d.latency[0.5] <= d.latency[0.9] <= d.latency[0.99] <= 0.17
     legal = snap.domains[0]
     # legal gets i = 0, 3, ..., 57: errors at i % 10 == 0 -> 0, 30; refusals at i % 7 == 0 -> 0, 21, 42
