@@ -7,22 +7,39 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
+# Debian packages the tests start for real: promtool and Prometheus, Alertmanager.
+DEBS := prometheus prometheus-alertmanager
+DEB_BINS := /usr/bin/promtool /usr/bin/prometheus-alertmanager
 
-.PHONY: demo test test-unit test-integration bench venv clean
+.PHONY: demo test test-unit test-integration bench venv clean debs
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory debs
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
 
+# apt-get when root and a binary is missing; otherwise say what is missing.
+debs:
+	@missing=""; for b in $(DEB_BINS); do test -x $$b || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $(DEBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null; \
+	  else \
+	    echo "missing$$missing: run 'sudo apt-get install $(DEBS)' (the rule and alerting tests need them)"; \
+	  fi; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m monitor.demo
 
 test: $(STAMP)
+	@$(MAKE) --no-print-directory debs
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)

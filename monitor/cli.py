@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--json-out", metavar="F", help="write the result document to F ('-' = stdout)")
     rp.add_argument("--rules", metavar="PATH", help="rule file or folder (default rules/)")
 
+    rules = sub.add_parser("rules", help="check rule files, run their unit tests (promtool's formats)")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    rc = rules_sub.add_parser("check", parents=[common],
+                              help="validate rule files (exit 1 on any error, like promtool)")
+    rc.add_argument("files", nargs="+", metavar="FILE")
+    rt = rules_sub.add_parser("test", parents=[common],
+                              help="run promtool-format unit-test files (exit 1 on any failure)")
+    rt.add_argument("files", nargs="+", metavar="FILE")
+
     ref = sub.add_parser("reference", help="drift reference profiles (build, show)")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
     rb = ref_sub.add_parser("build", parents=[common],
@@ -99,6 +108,59 @@ def cmd_run(args, config) -> int:
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     return daemon.run()
+
+
+def cmd_rules(args, config) -> int:
+    if args.rules_command == "check":
+        return rules_check(args.files, int(config.rules.retention_seconds * 1000))
+    return rules_test(args.files)
+
+
+def rules_check(files: list[str], retention_ms: int | None = None) -> int:
+    """promtool check rules: every error of every file on stderr; 1 if any."""
+    from monitor.rules.files import expand_paths, load_file
+
+    failed = False
+    for name in files:
+        print(f"Checking {name}")
+        try:
+            paths = expand_paths([name])
+        except Exception as exc:  # RuleLoadError: the path does not exist
+            print(f"  FAILED:\n{exc}", file=sys.stderr)
+            failed = True
+            continue
+        for path in paths:
+            groups, errors = load_file(path, retention_ms=retention_ms)
+            if errors:
+                failed = True
+                print("  FAILED:", file=sys.stderr)
+                for error in errors:
+                    print(error, file=sys.stderr)
+            else:
+                rules = sum(len(g.rules) for g in groups)
+                print(f"  SUCCESS: {rules} rules found")
+        print()
+    return 1 if failed else 0
+
+
+def rules_test(files: list[str]) -> int:
+    """promtool test rules: 1 if any test of any file fails."""
+    from monitor.rules.promtest import run_file
+
+    failed = False
+    for name in files:
+        print(f"Unit Testing:  {name}")
+        result = run_file(name)
+        if result.ok:
+            print("  SUCCESS")
+        else:
+            failed = True
+            print("  FAILED:", file=sys.stderr)
+            for error in result.errors:
+                print(error, file=sys.stderr)
+                print()
+        print()
+    return 1 if failed else 0
 
 
 def cmd_replay(args, config) -> int:
@@ -269,5 +331,5 @@ def cmd_broker(args, config) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "reference": cmd_reference,
+_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "rules": cmd_rules, "reference": cmd_reference,
              "report": cmd_report, "broker": cmd_broker}
