@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", parents=[common], help="run the daemon")
+    run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument("--rules", metavar="PATH", action="append",
+                     help="rule file or folder (repeatable; default: rules.paths, rules/)")
 
     rp = sub.add_parser("replay", parents=[common],
                         help="run the pipeline over a JSONL file in event time")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args, config) -> int:
     from monitor.daemon import Daemon
 
-    daemon = Daemon(config)
+    daemon = Daemon(config, rule_paths=args.rules)
     try:
         daemon.start_http()
     except OSError as exc:
@@ -107,6 +109,7 @@ def cmd_run(args, config) -> int:
                           args.config or "configuration") from None
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     return daemon.run()
 
 
@@ -139,6 +142,8 @@ def rules_check(files: list[str], retention_ms: int | None = None) -> int:
             else:
                 rules = sum(len(g.rules) for g in groups)
                 print(f"  SUCCESS: {rules} rules found")
+                for warning in (w for g in groups for w in g.warnings):
+                    print(warning, file=sys.stderr)
         print()
     return 1 if failed else 0
 
@@ -169,16 +174,14 @@ def cmd_replay(args, config) -> int:
     if not Path(args.file).is_file():
         print(f"monitor: replay: {args.file}: no such file", file=sys.stderr)
         return 2
-    if args.rules:
-        log.warning("--rules %s: this version does not evaluate rules; `alerts` and `actions` "
-                    "stay empty", args.rules)
     started = time.monotonic()
     embedder = None
     if config.drift.enabled and config.drift.embeddings.enabled:
         from monitor.features.embeddings import load_embedder
 
         embedder = load_embedder(batch_size=config.drift.embeddings.batch_size)
-    result = replay(args.file, config, embedder=embedder)
+    result = replay(args.file, config, embedder=embedder,
+                    rule_paths=[args.rules] if args.rules else None)
     doc = result.to_json()
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")

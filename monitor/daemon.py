@@ -7,10 +7,13 @@ This is the only module that connects the parts. The loop:
 3. every `state.flush_interval_seconds` (or `flush_max_records` records):
    confirm dead letters, commit state + next offsets in one transaction,
    commit offsets to Kafka, evaluate drift when `drift.evaluation_interval_seconds`
-   have passed, publish a new snapshot;
+   have passed, publish a new snapshot; evaluate the rules when their interval
+   has passed (a scrape of our own /metrics into the series store first) and
+   hand due alerts to delivery, which never blocks this loop;
 4. if the store (or the DLQ) refuses a commit, pause the partitions, keep
    polling so the group membership stays alive, retry with backoff, resume;
-5. on SIGTERM: stop polling, flush, commit, close, exit 0.
+5. on SIGHUP or `POST /-/reload`: reload the rule files, all or nothing;
+6. on SIGTERM: stop polling, flush, commit, close, exit 0.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from monitor.http import MonitorHTTPServer
 from monitor.ingest.dlq import DeadLetterError
 from monitor.ingest.fetcher import FetcherDied, FetcherSource
 from monitor.pipeline import Pipeline
+from monitor.rules.engine import RuleEngine
+from monitor.rules.manager import metric_samples
 from monitor.state import StateChanges, StateStore
 
 log = logging.getLogger(__name__)
@@ -42,7 +47,7 @@ class Daemon:
     """`run()` blocks until `stop()`; returns the exit status."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time,
-                 source_factory=None, dead_letters_factory=None):
+                 source_factory=None, dead_letters_factory=None, rule_paths: list[str] | None = None):
         self.config = config
         self.clock = clock
         self._source_factory = source_factory or _kafka_source
@@ -62,6 +67,10 @@ class Daemon:
         self._lag_at = 0.0
         self._consistent = True
         self.embedder = None
+        self.rules = RuleEngine(config, rule_paths)
+        self.dispatcher = None
+        self.registry = None
+        self._reload_requested = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------
     def stop(self) -> None:
@@ -74,9 +83,29 @@ class Daemon:
             return False, "Not ready: waiting for a partition assignment from Kafka."
         return True, "Ready."
 
+    def request_reload(self) -> None:
+        """Reload the rule files at the loop's next turn (safe from a signal handler)."""
+        self._reload_requested.set()
+
+    def load_rules(self) -> None:
+        """The first load: a bad rule file stops the start (there are no old rules to keep)."""
+        from monitor.errors import ConfigError
+        from monitor.alerting.delivery import Dispatcher
+
+        ok, errors = self.rules.reload()
+        if not ok:
+            raise ConfigError(errors, "rule files")
+        self.dispatcher = Dispatcher(self.config.alerting, clock=self.clock)
+
     def start_http(self) -> MonitorHTTPServer:
         http = self.config.http
-        self.http = MonitorHTTPServer(http.host, http.port, make_registry(self.holder), self.ready)
+        if self.dispatcher is None:
+            self.load_rules()
+        self.registry = make_registry(self.holder, self.rules, self.dispatcher)
+        token = http.api_token.get_secret_value() if http.api_token is not None else None
+        self.http = MonitorHTTPServer(http.host, http.port, self.registry, self.ready,
+                                      reload=self.rules.reload, alerts=self.rules.active_alerts,
+                                      token=token)
         self.http.start()
         log.info("serving /metrics on %s/metrics", self.http.url)
         return self.http
@@ -110,6 +139,12 @@ class Daemon:
         topic = self.config.kafka.topic
         self.offsets = {tp: o for tp, o in stored.offsets.items() if tp[0] == topic}
         self.holder.publish(self.pipeline.snapshot())
+        if self.dispatcher is None:
+            self.load_rules()
+        restored = self.rules.manager.restore(self.store.rule_state())
+        if restored:
+            log.info("restored %d alert(s) from the state store", restored)
+        self.dispatcher.start()
         self._state_loaded = True
         log.info("state loaded: %d domain(s), %d partition offset(s)",
                  len(stored.records_total), len(self.offsets))
@@ -148,6 +183,9 @@ class Daemon:
                 else:
                     backoff = min(MAX_BACKOFF_SECONDS, max(0.5, backoff * 2))
                     next_flush = now + backoff
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.rules.reload()
             progress.maybe_log(self._lag)
 
     def _try_flush(self) -> bool:
@@ -183,6 +221,20 @@ class Daemon:
         self.holder.publish(self.pipeline.snapshot(self._lag))
         if self._evaluate_drift():
             self.holder.publish(self.pipeline.snapshot(self._lag))
+        self._evaluate_rules()
+
+    def _evaluate_rules(self) -> None:
+        """One rule round when due: scrape our own metrics, evaluate, deliver, save."""
+        now = self.clock()
+        if not self.rules.due(now) or self.registry is None:
+            return
+        notifications = self.rules.tick(now, metric_samples(self.registry))
+        if notifications:
+            self.dispatcher.send(notifications)
+        try:
+            self.store.save_rule_state(self.rules.manager.state_doc(), now)
+        except StateError as exc:
+            log.warning("alert state not saved (a restart may restart `for:` timers): %s", exc)
 
     def _load_embedder(self) -> None:
         drift = self.config.drift
@@ -272,6 +324,8 @@ class Daemon:
             steps.append(("dead letters", self.dead_letters.close))
         if self.http is not None:
             steps += [("http", self.http.shutdown), ("http", self.http.server_close)]
+        if self.dispatcher is not None:
+            steps.append(("alert delivery", self.dispatcher.close))
         if self.store is not None:
             steps.append(("state store", self.store.close))
         if self.embedder is not None:

@@ -95,7 +95,21 @@ def _drift(evaluation):
     return score, pvalue, detected
 
 
-def make_registry(holder: SnapshotHolder) -> CollectorRegistry:
+class _Collect(Collector):
+    """Adapts any object with a `collect()` generator (rule engine, delivery)."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def collect(self):
+        yield from self._source.collect()
+
+
+def make_registry(holder: SnapshotHolder, *sources) -> CollectorRegistry:
+    """The /metrics registry: the snapshot's metrics, then each source's `collect()`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector(holder.get))
+    for source in sources:
+        if source is not None:
+            registry.register(_Collect(source))
     return registry

@@ -1,11 +1,16 @@
-"""The HTTP endpoint (DESIGN.md §9): /metrics, /-/healthy, /-/ready.
+"""The HTTP endpoint (DESIGN.md §9).
 
-One port, 127.0.0.1:9464 by default. Served from a background thread; the
-handlers only read the published snapshot and the readiness flag.
+One port, 127.0.0.1:9464 by default, served from a background thread:
+`GET /metrics`, `GET /-/healthy`, `GET /-/ready`, `GET /api/v1/alerts`
+(Prometheus' shape) and `POST /-/reload`. Mutating endpoints need
+`Authorization: Bearer $MONITOR_API_TOKEN`; without a token configured they
+answer 403 (disabled), with a wrong or missing one 401.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,9 +26,14 @@ class MonitorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
-                 ready: Callable[[], tuple[bool, str]]):
+                 ready: Callable[[], tuple[bool, str]], *,
+                 reload: Callable[[], tuple[bool, list[str]]] | None = None,
+                 alerts: Callable[[], list[dict]] | None = None, token: str | None = None):
         self.registry = registry
         self.ready = ready
+        self.reload = reload
+        self.alerts = alerts
+        self.token = token
         super().__init__((host, port), _Handler)
 
     @property
@@ -51,11 +61,52 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/-/ready":
             ok, why = self.server.ready()
             self._reply(200 if ok else 503, (why + "\n").encode())
+        elif path == "/api/v1/alerts" and self.server.alerts is not None:
+            self._json(200, {"status": "success", "data": {"alerts": self.server.alerts()}})
         else:
-            self._reply(404, b"Not found. Try /metrics, /-/healthy or /-/ready.\n")
+            self._reply(404, b"Not found. Try /metrics, /-/healthy, /-/ready or /api/v1/alerts.\n")
 
     def do_HEAD(self):
         self.do_GET()
+
+    def do_POST(self):
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 20))
+        if path == "/-/reload" and self.server.reload is not None:
+            if not self._authorized():
+                return
+            ok, errors = self.server.reload()
+            if ok:
+                self._reply(200, b"Rules reloaded.\n")
+            else:
+                body = "Rules not reloaded; the previous rules keep running.\n" + "\n".join(errors)
+                self._reply(500, (body + "\n").encode())
+        else:
+            self._reply(404, b"Not found. POST /-/reload.\n")
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if not token:
+            self._reply(403, b"Disabled: set MONITOR_API_TOKEN to enable mutating endpoints.\n")
+            return False
+        given = self.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 token.encode()):
+            self.send_response(401)
+            body = b"Unauthorized: send Authorization: Bearer <MONITOR_API_TOKEN>.\n"
+            self.send_header("WWW-Authenticate", 'Bearer realm="monitor"')
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return False
+        return True
+
+    def _json(self, status: int, doc) -> None:
+        self._reply(status, json.dumps(doc).encode(), "application/json")
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"):
         self.send_response(status)

@@ -22,3 +22,13 @@ ADAPTER_ACTIVE_INFO = "monitor_adapter_active_info"
 ACTIONS_TOTAL = "monitor_actions_total"
 ALERTS = "monitor_alerts"
 RULES_LAST_RELOAD_SUCCESSFUL = "monitor_rules_last_reload_successful"
+
+# The rule evaluator and alert delivery (docs/rules.md).
+RULE_EVALUATIONS = "monitor_rule_evaluations_total"
+RULE_EVALUATION_FAILURES = "monitor_rule_evaluation_failures_total"
+RULE_GROUP_DURATION = "monitor_rule_group_last_duration_seconds"
+SERIES_STORE_SERIES = "monitor_rule_series"
+ALERT_NOTIFICATIONS_SENT = "monitor_alert_notifications_sent_total"
+ALERT_NOTIFICATIONS_FAILED = "monitor_alert_notifications_failed_total"
+ALERT_NOTIFICATIONS_DROPPED = "monitor_alert_notifications_dropped_total"
+ALERT_QUEUE_LENGTH = "monitor_alert_queue_length"

@@ -6,6 +6,12 @@ evaluated each time event time crosses a multiple of
 `drift.evaluation_interval_seconds`, and once more at the end of the file;
 references are built from each domain's first records in the file, as the
 daemon builds them. Nothing is written to the daemon's state store.
+
+Rules are evaluated in event time too: each time event time crosses a multiple
+of the shortest group interval, the metrics the daemon would expose at that
+moment are appended to the series store and the due groups run, so `for:`,
+`rate()` and `offset` see the same history as in the daemon. Every alert that
+fires is listed in `alerts` with the event times it fired and resolved at.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ import math
 from dataclasses import dataclass, field
 
 from monitor.config import Config
+from monitor.exporter import make_registry, SnapshotHolder
+from monitor.rules.alerts import FIRING
+from monitor.rules.engine import RuleEngine
+from monitor.rules.manager import metric_samples
 from monitor.ingest.dlq import MemoryDeadLetters
 from monitor.ingest.file import read_jsonl
 from monitor.drift.evaluate import DriftEvaluation
@@ -97,9 +107,55 @@ class _DriftEvents:
                     "adjusted_pvalue": d.adjusted_pvalue})
 
 
-def replay(path: str, config: Config, examples: int = 20, embedder=None) -> ReplayResult:
+class _Alerts:
+    """Rule rounds in event time; collects fired alerts into the result."""
+
+    RULE_CHECK_EVERY = 64  # records between looks at the event-time clock
+
+    def __init__(self, engine: RuleEngine, pipeline, result: ReplayResult):
+        self.engine = engine
+        self.pipeline = pipeline
+        self.result = result
+        self.holder = SnapshotHolder()
+        self.registry = make_registry(self.holder, engine)
+        self.open: dict[tuple, dict] = {}
+        self.next_at: float | None = None
+
+    def maybe_tick(self, now: float) -> None:
+        if now == -math.inf:
+            return
+        step = self.engine.interval_ms / 1000
+        if self.next_at is None:
+            self.next_at = math.floor(now / step) * step + step
+            return
+        while now >= self.next_at:
+            self.tick(self.next_at)
+            self.next_at += step
+
+    def tick(self, at: float) -> None:
+        self.holder.publish(self.pipeline.snapshot())
+        self.engine.tick(at, metric_samples(self.registry))
+        firing = {}
+        for rule, alert in self.engine.manager.alerts():
+            if alert.state == FIRING:
+                firing[(rule.rule.name, alert.labels)] = alert
+        for key, alert in firing.items():
+            if key not in self.open:
+                entry = {"alertname": key[0],
+                         "labels": {k: v for k, v in alert.labels if k != "alertname"},
+                         "annotations": dict(alert.annotations),
+                         "fired_at": rfc3339(alert.fired_at / 1000), "resolved_at": None}
+                self.open[key] = entry
+                self.result.alerts.append(entry)
+        for key in [k for k in self.open if k not in firing]:
+            self.open.pop(key)["resolved_at"] = rfc3339(at)
+
+
+def replay(path: str, config: Config, examples: int = 20, embedder=None,
+           rule_paths: list[str] | None = None) -> ReplayResult:
     """Run every line of `path` through the pipeline; keep the first `examples` rejects.
-    `embedder` (see monitor.features.embeddings) turns semantic drift on."""
+    `embedder` (see monitor.features.embeddings) turns semantic drift on; rules
+    come from `rule_paths` (default: the config's `rules.paths`)."""
     pipeline: Pipeline | None = None
 
     def clock() -> float:
@@ -111,14 +167,26 @@ def replay(path: str, config: Config, examples: int = 20, embedder=None) -> Repl
                         event_time_evaluation=True)
     result = ReplayResult(Snapshot())
     pipeline.on_evaluation = _DriftEvents(result)
+    engine = RuleEngine(config, rule_paths)
+    ok, errors = engine.reload()
+    if not ok:
+        from monitor.errors import ConfigError
+
+        raise ConfigError(errors, "rule files")
+    alerts = _Alerts(engine, pipeline, result)
     dead_letters = MemoryDeadLetters(limit=examples)
+    seen = 0
     for batch in read_jsonl(path):
         for message in batch:
             error = pipeline.process(message.value)
             if error is not None:
                 dead_letters.send(message, error)
+            seen += 1
+            if seen % _Alerts.RULE_CHECK_EVERY == 0:
+                alerts.maybe_tick(clock())
     if pipeline.windows.domains:
         pipeline.evaluate(at=clock())
+        alerts.maybe_tick(clock())
     result.snapshot = pipeline.snapshot()
     result.rejected_examples = [
         {"line": m.offset, "reason": e.reason, "message": e.message} for m, e in dead_letters.letters]

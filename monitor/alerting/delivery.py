@@ -36,15 +36,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from monitor import metrics as m
 from monitor.alerting.model import Notification
 from monitor.config import AlertingConfig
 
 log = logging.getLogger(__name__)
 
-SENT_TOTAL = "monitor_alert_notifications_sent_total"
-FAILED_TOTAL = "monitor_alert_notifications_failed_total"
-DROPPED_TOTAL = "monitor_alert_notifications_dropped_total"
-QUEUE_LENGTH = "monitor_alert_queue_length"
+SENT_TOTAL = m.ALERT_NOTIFICATIONS_SENT
+FAILED_TOTAL = m.ALERT_NOTIFICATIONS_FAILED
+DROPPED_TOTAL = m.ALERT_NOTIFICATIONS_DROPPED
+QUEUE_LENGTH = m.ALERT_QUEUE_LENGTH
 
 BATCH_SIZE = 64
 INITIAL_BACKOFF = 0.5

@@ -6,8 +6,9 @@ every error of every file at once, in promtool's format:
     rules/drift.yml: 7:15: group "drift", rule 1, "PromptLengthDrift": could not parse expression: ...
 
 On top of promtool's checks we refuse, at load time, expressions that use a
-construct outside the subset the daemon evaluates (naming the construct), and
-ranges that reach further back than the series store keeps.
+construct outside the subset the daemon evaluates (naming the construct). A
+range that reaches further back than the series store keeps is a warning
+(`Group.warnings`): the rule works, over the history there is.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def parse_duration(text: str) -> int:
         return 0
     m = _DURATION.match(text)
     if m is None or not any(m.groups()):
-        raise ValueError(f"not a valid duration string: {text!r}")
+        raise ValueError(f'not a valid duration string: "{text}"')
     return sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS_MS) if g)
 
 
@@ -102,6 +103,7 @@ class Group:
     interval_ms: int
     rules: list[Rule]
     limit: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -168,6 +170,7 @@ class _Validator:
         self.default_interval_ms = default_interval_ms
         self.retention_ms = retention_ms
         self.errors: list[str] = []
+        self.warnings: list[str] = []
 
     def err(self, message: str, node=None) -> None:
         self.errors.append(f"{self.file}: {_pos(node) + ': ' if node is not None else ''}{message}")
@@ -206,6 +209,7 @@ class _Validator:
             if key not in _GROUP_FIELDS:
                 self.err(f"yaml: unmarshal errors:\n  line {knode.start_mark.line + 1}: field {key} "
                          "not found in type rulefmt.RuleGroup", knode)
+        before_warnings = len(self.warnings)
         name = self.scalar(fields, "name") or ""
         if name == "":
             self.err("Groupname must not be empty", node)
@@ -230,7 +234,8 @@ class _Validator:
         elif rnode is not None and not (isinstance(rnode, yaml.ScalarNode)
                                          and rnode.value in ("", "null", "~")):
             self.err("yaml: `rules` must be a list", rnode)
-        return Group(name, self.file, interval_ms, rules, limit)
+        group = Group(name, self.file, interval_ms, rules, limit, self.warnings[before_warnings:])
+        return group
 
     def scalar(self, fields, key) -> str | None:
         if key not in fields:
@@ -248,7 +253,7 @@ class _Validator:
         try:
             return parse_duration(text)
         except ValueError as exc:
-            self.err(f"yaml: {exc}", fields[key][1])
+            self.err(str(exc), fields[key][1])
             return 0
 
     def string_map(self, fields, key) -> dict[str, str]:
@@ -313,9 +318,11 @@ class _Validator:
                     problem(f"the expression returns a {query.kind}; a rule needs an instant "
                             "vector or a scalar", expr_node)
                 elif self.retention_ms is not None and query.max_range_ms > self.retention_ms:
-                    problem(f"the expression reads {_dur(query.max_range_ms)} back, more than "
-                            f"the series store keeps (rules.retention_seconds = "
-                            f"{_dur(self.retention_ms)})", expr_node)
+                    self.warnings.append(
+                        f'{self.file}: {_pos(expr_node)}: group "{group}", rule {index}, '
+                        f'"{name}": warning: the expression reads {_dur(query.max_range_ms)} back, '
+                        f"more than the series store keeps (rules.retention_seconds = "
+                        f"{_dur(self.retention_ms)}); it sees only the history there is")
         for_ms = self.duration(fields, "for")
         keep_ms = self.duration(fields, "keep_firing_for")
         labels = self.string_map(fields, "labels")
@@ -341,7 +348,9 @@ class _Validator:
                     try:
                         template.parse(text)
                     except template.TemplateError as exc:
-                        problem(f'{kind} "{k}": template: __alert_{alert}:{exc}')
+                        # promtool's wording; the column is ours (Go gives only the line).
+                        problem(f'{kind} "{k}": template: __alert_{alert}:{exc.line}: '
+                                f"{exc.message} (column {exc.column})")
         if len(self.errors) > before or query is None:
             return None
         return Rule("alert" if alert else "record", name, query, labels, annotations, for_ms,

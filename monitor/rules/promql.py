@@ -24,7 +24,7 @@ corpus can check:
 >>> for minute in range(11):
 ...     _ = store.append((("__name__", "hits_total"), ("job", "a")), minute * 60_000, 10.0 * minute)
 >>> compile_expr('rate(hits_total[5m])').evaluate(store, 600_000)
-[((('job', 'a'),), 0.16666666666666666)]
+[((('job', 'a'),), 0.16666666666666669)]
 >>> compile_expr('topk(1, hits_total)')
 Traceback (most recent call last):
 ...

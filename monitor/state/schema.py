@@ -6,7 +6,8 @@ from sqlalchemy import (BigInteger, Boolean, Column, Float, Integer, LargeBinary
 
 # 1: offsets, domains, window buckets, rejected counts.
 # 2: + monitor_references (drift reference profiles).
-SCHEMA_VERSION = 2
+# 3: + monitor_rule_state (alert state, so a restart keeps `for:` timers and firing alerts).
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -58,5 +59,13 @@ references = Table(
     Column("end", Float, nullable=False),
     Column("records", BigInteger, nullable=False),
     Column("source", String(1024), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# The rule manager's state (`RuleManager.state_doc()`, JSON) under one key.
+rule_state = Table(
+    "monitor_rule_state", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("saved_at", Float, nullable=False),
     Column("data", LargeBinary, nullable=False),
 )

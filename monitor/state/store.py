@@ -84,7 +84,7 @@ class StateStore:
                 conn.execute(schema.meta.insert().values(key="schema_version",
                                                          value=str(SCHEMA_VERSION)))
             elif int(row[0]) < SCHEMA_VERSION:
-                # 1 -> 2 only added a table, which create_all has just made.
+                # 1 -> 2 -> 3 only added tables, which create_all has just made.
                 conn.execute(update(schema.meta).where(schema.meta.c.key == "schema_version")
                              .values(value=str(SCHEMA_VERSION)))
 
@@ -134,6 +134,26 @@ class StateStore:
         (what `monitor reference build` does)."""
         reference.replaces = ANY
         self.commit(StateChanges(references=[reference]))
+
+    def rule_state(self) -> dict | None:
+        """The rule manager's saved state (`RuleManager.state_doc()`), or None."""
+        import orjson
+
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.rule_state.c.data)
+                               .where(schema.rule_state.c.key == "rules")).first()
+        return orjson.loads(row[0]) if row is not None else None
+
+    def save_rule_state(self, doc: dict, at: float) -> None:
+        import orjson
+
+        try:
+            with self.engine.begin() as conn:
+                _upsert(conn, schema.rule_state, ("key",),
+                        [{"key": "rules", "saved_at": at, "data": orjson.dumps(doc)}])
+        except SQLAlchemyError as exc:
+            raise StateError(f"state store {_redact(self.url)}: saving alert state: "
+                             f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
 
     def offsets(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:

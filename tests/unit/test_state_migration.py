@@ -86,8 +86,8 @@ def v1_path(tmp_path):
     return path
 
 
-def test_the_current_schema_version_is_2():
-    assert SCHEMA_VERSION == 2
+def test_the_current_schema_version_is_3():
+    assert SCHEMA_VERSION == 3
 
 
 def test_a_version_1_store_opens_and_keeps_its_rows(v1_path):
@@ -105,13 +105,24 @@ def test_a_version_1_store_opens_and_keeps_its_rows(v1_path):
     assert state.references == {}
 
 
-def test_a_version_1_store_gains_monitor_references_and_reports_version_2(v1_path):
+def test_a_version_1_store_gains_the_new_tables_and_reports_version_3(v1_path):
     assert "monitor_references" not in tables(v1_path)
 
     StateStore(f"sqlite:///{v1_path}").close()
 
-    assert "monitor_references" in tables(v1_path)
-    assert schema_version(v1_path) == "2"
+    assert {"monitor_references", "monitor_rule_state"} <= set(tables(v1_path))
+    assert schema_version(v1_path) == "3"
+
+
+def test_a_migrated_store_keeps_rule_state(v1_path):
+    store = StateStore(f"sqlite:///{v1_path}")
+    try:
+        assert store.rule_state() is None
+        store.save_rule_state({"version": 1, "rules": {}, "groups": {"f;g": 60000}}, 1.0)
+        store.save_rule_state({"version": 1, "rules": {}, "groups": {"f;g": 120000}}, 2.0)
+        assert store.rule_state() == {"version": 1, "rules": {}, "groups": {"f;g": 120000}}
+    finally:
+        store.close()
 
 
 def test_a_migrated_store_stores_references(v1_path):
@@ -134,28 +145,28 @@ def test_migrating_twice_changes_nothing(v1_path):
     finally:
         store.close()
 
-    assert schema_version(v1_path) == "2"
+    assert schema_version(v1_path) == "3"
     with sqlite3.connect(v1_path) as conn:
         assert conn.execute("SELECT count(*) FROM monitor_meta").fetchone() == (1,)
     conn.close()
 
 
 def test_a_newer_schema_version_is_refused(tmp_path):
-    path = tmp_path / "v3.db"
-    create_store(path, 3)
+    path = tmp_path / "v4.db"
+    create_store(path, 4)
 
-    with pytest.raises(StateError, match="schema version 3, newer than this monitor's 2"):
+    with pytest.raises(StateError, match="schema version 4, newer than this monitor's 3"):
         StateStore(f"sqlite:///{path}")
 
-    assert schema_version(path) == "3"
+    assert schema_version(path) == "4"
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT next_offset FROM monitor_offsets").fetchall() == [(1234,)]
     conn.close()
 
 
 def test_a_refused_newer_store_is_left_untouched(tmp_path):
-    path = tmp_path / "v3.db"
-    create_store(path, 3)
+    path = tmp_path / "v4.db"
+    create_store(path, 4)
     before = tables(path)
 
     with pytest.raises(StateError):
