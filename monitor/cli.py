@@ -221,6 +221,13 @@ def format_summary(doc: dict, seconds: float | None = None, examples: list | Non
             now = [f for f, v in d.get("drift", {}).items() if v["detected"]]
             if now:
                 lines.append(f"  at the end: {domain} drifts in {', '.join(now)}")
+    alerts = doc.get("alerts")
+    if alerts is not None:
+        lines.append(f"alerts: {len(alerts)} fired")
+        for alert in alerts:
+            labels = ", ".join(f"{k}={v}" for k, v in sorted(alert["labels"].items()))
+            resolved = f" -> resolved {alert['resolved_at']}" if alert["resolved_at"] else ""
+            lines.append(f"  {alert['fired_at']}  FIRING {alert['alertname']} {{{labels}}}{resolved}")
     return "\n".join(lines)
 
 

@@ -280,7 +280,6 @@ class RulesConfig(_Section):
     evaluation_interval_seconds: float = Field(60.0, gt=0)  # groups without `interval:`
     retention_seconds: float = Field(3600.0, gt=0)          # series store (range functions)
     max_series: int = Field(200_000, gt=0)                  # series store; new series beyond: dropped
-    query_timeout_seconds: float = Field(10.0, gt=0)
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -302,9 +301,27 @@ class AlertingConfig(_Section):
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
         for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            _check_url(url)
         return value
+
+    @field_validator("external_url")
+    @classmethod
+    def _external(cls, value: str) -> str:
+        # Alertmanager refuses a whole batch whose generatorURL is not a URL.
+        return _check_url(value) if value else value
+
+
+def _check_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    return url
 
 
 class Config(_Section):

@@ -99,6 +99,19 @@ def report(metrics: dict, url: str, produced: int, malformed: int) -> str:
     return "\n".join(lines)
 
 
+def alerts_line(url: str) -> str:
+    """What the rule pack says now, from the daemon's /api/v1/alerts."""
+    import json
+
+    with urllib.request.urlopen(url + "/api/v1/alerts", timeout=5) as reply:
+        alerts = json.loads(reply.read())["data"]["alerts"]
+    if not alerts:
+        return "alerts: none pending or firing (the default rules wait 5-15 minutes: `for:`)"
+    return "alerts:\n" + "\n".join(
+        f"  {a['state']:<8} {a['labels']['alertname']} {a['labels'].get('domain', '')}  "
+        f"{a['annotations'].get('summary', '')}" for a in alerts)
+
+
 def main() -> int:
     seconds = float(os.environ.get("DEMO_SECONDS", "60"))
     rate = float(os.environ.get("DEMO_RATE", "400"))
@@ -123,7 +136,11 @@ def main() -> int:
         print(f"starting the daemon: monitor run  (broker {broker.bootstrap_servers}, "
               f"metrics {url}/metrics)", flush=True)
         # Run from demo-out/ so that no monitor.yaml is picked up: embedded defaults + env.
-        daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run"], env=env, cwd=out,
+        rules = Path(__file__).resolve().parent.parent / "rules"
+        command = [sys.executable, "-m", "monitor", "run"]
+        if rules.is_dir():
+            command += ["--rules", str(rules)]  # the default rule pack
+        daemon = subprocess.Popen(command, env=env, cwd=out,
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(url, daemon)
@@ -153,6 +170,7 @@ def main() -> int:
                     break
                 time.sleep(0.5)
             print(report(scrape(url), url, produced, malformed), flush=True)
+            print(alerts_line(url), flush=True)
         finally:
             daemon.send_signal(signal.SIGTERM)
             status = daemon.wait(timeout=60)
