@@ -24,7 +24,6 @@ records any tiny shift is "significant"); the p-value is reported alongside.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import kstwo
 
 from monitor.drift.inputs import sample
 from monitor.drift.methods import NUMERIC, SAMPLE, DriftMethod, Stat, register
@@ -44,6 +43,8 @@ def ks_statistic(u: np.ndarray, v: np.ndarray) -> float:
 
 def ks_pvalue(d: float, n: int, m: int) -> float:
     """Two-sided asymptotic p-value: kstwo.sf(d, round(n*m/(n+m)))."""
+    from scipy.stats import kstwo  # ~1 s to import: only when used
+
     big, small = max(float(n), float(m)), min(float(n), float(m))
     en = big * small / (big + small)
     return float(np.clip(kstwo.sf(d, max(np.round(en), 1.0)), 0.0, 1.0))
