@@ -80,6 +80,10 @@ class Pipeline:
         self._interval = config.drift.evaluation_interval_seconds
         self._next_evaluation = float("-inf") if event_time_evaluation else None
         self.on_evaluation: Callable[[DriftEvaluation], None] | None = None
+        # Replay's event-time clock for rules: called with a record's time, before the
+        # record is counted, once it reaches the time the hook asked for last.
+        self._event_hook: Callable[[float], float] | None = None
+        self._next_hook = float("inf")
 
     def process(self, raw: bytes) -> RecordError | None:
         """Apply one message value; return the error when the record is rejected."""
@@ -87,6 +91,8 @@ class Pipeline:
             record = decode(raw, self._max_bytes)
             if self._next_evaluation is not None and record.timestamp >= self._next_evaluation:
                 self._evaluate_event_time(record.timestamp)
+            if record.timestamp >= self._next_hook:
+                self._next_hook = self._event_hook(record.timestamp)
             bucket = self.windows.add(record, self._flags(record))
         except RecordError as error:
             self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
@@ -97,6 +103,12 @@ class Pipeline:
         if self._observe is not None:
             self._observe(record, bucket)
         return None
+
+    def on_event_time(self, hook: Callable[[float], float], first: float = float("-inf")) -> None:
+        """Call `hook(t)` before counting the first record with time >= `first`, and
+        then before the first record at or after the time each call returns."""
+        self._event_hook = hook
+        self._next_hook = first
 
     def set_embedder(self, embedder) -> None:
         """Turn semantic drift on; call before `restore` (sketch layouts change)."""

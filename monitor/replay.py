@@ -108,9 +108,11 @@ class _DriftEvents:
 
 
 class _Alerts:
-    """Rule rounds in event time; collects fired alerts into the result."""
+    """Rule rounds in event time; collects fired alerts into the result.
 
-    RULE_CHECK_EVERY = 64  # records between looks at the event-time clock
+    The pipeline calls `advance(t)` before counting the first record at or after
+    the next round's time, so a round at T sees exactly the records before T,
+    as the daemon's round would; every round of a gap in the file runs."""
 
     def __init__(self, engine: RuleEngine, pipeline, result: ReplayResult):
         self.engine = engine
@@ -121,16 +123,19 @@ class _Alerts:
         self.open: dict[tuple, dict] = {}
         self.next_at: float | None = None
 
-    def maybe_tick(self, now: float) -> None:
-        if now == -math.inf:
-            return
-        step = self.engine.interval_ms / 1000
+    @property
+    def step(self) -> float:
+        return self.engine.interval_ms / 1000
+
+    def advance(self, now: float) -> float:
+        """Run every round due up to `now`; return the time of the next one."""
         if self.next_at is None:
-            self.next_at = math.floor(now / step) * step + step
-            return
+            self.next_at = math.floor(now / self.step) * self.step + self.step
+            return self.next_at
         while now >= self.next_at:
             self.tick(self.next_at)
-            self.next_at += step
+            self.next_at += self.step
+        return self.next_at
 
     def tick(self, at: float) -> None:
         self.holder.publish(self.pipeline.snapshot())
@@ -174,19 +179,16 @@ def replay(path: str, config: Config, examples: int = 20, embedder=None,
 
         raise ConfigError(errors, "rule files")
     alerts = _Alerts(engine, pipeline, result)
+    if engine.manager.groups:
+        pipeline.on_event_time(alerts.advance)
     dead_letters = MemoryDeadLetters(limit=examples)
-    seen = 0
     for batch in read_jsonl(path):
         for message in batch:
             error = pipeline.process(message.value)
             if error is not None:
                 dead_letters.send(message, error)
-            seen += 1
-            if seen % _Alerts.RULE_CHECK_EVERY == 0:
-                alerts.maybe_tick(clock())
     if pipeline.windows.domains:
         pipeline.evaluate(at=clock())
-        alerts.maybe_tick(clock())
     result.snapshot = pipeline.snapshot()
     result.rejected_examples = [
         {"line": m.offset, "reason": e.reason, "message": e.message} for m, e in dead_letters.letters]

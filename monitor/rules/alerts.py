@@ -84,12 +84,21 @@ class RuleState:
 
     # -- evaluation ------------------------------------------------------------
     def evaluate(self, store: SeriesStore, t: int, external_labels: dict[str, str],
-                 external_url: str) -> list[tuple[Labels, float]]:
-        """Evaluate at t (ms); returns the samples this rule writes (records, ALERTS)."""
+                 external_url: str, limit: int = 0) -> list[tuple[Labels, float]]:
+        """Evaluate at t (ms); returns the samples this rule writes (records, ALERTS).
+        `limit` is the group's: more alerts or series than that fail the rule."""
         vector = self.rule.query.vector(store, t)
         if self.is_alert:
-            return self._alerts(vector, t, external_labels, external_url)
-        return self._record(vector)
+            samples = self._alerts(vector, t, external_labels, external_url)
+            active = sum(1 for a in self.active.values() if a.state in (PENDING, FIRING))
+            if limit > 0 and active > limit:
+                self.active = {}
+                raise EvaluationError(f"exceeded limit of {limit} with {active} alerts")
+            return samples
+        samples = self._record(vector)
+        if limit > 0 and len(samples) > limit:
+            raise EvaluationError(f"exceeded limit of {limit} with {len(samples)} series")
+        return samples
 
     def _record(self, vector) -> list[tuple[Labels, float]]:
         out, seen = [], set()
@@ -165,7 +174,9 @@ class RuleState:
             if alert.state == PENDING and t - alert.active_at >= rule.for_ms:
                 alert.state = FIRING
                 alert.fired_at = t
-            base = dict(alert.labels)
+            # Prometheus starts from the rule's raw labels (templates unexpanded), then
+            # the alert's: a label that expanded to "" keeps its template text here.
+            base = {**rule.labels, **dict(alert.labels)}
             samples.append((tuple(sorted({**base, "__name__": "ALERTS",
                                           "alertstate": alert.state}.items())), 1.0))
             samples.append((tuple(sorted({**base, "__name__": "ALERTS_FOR_STATE"}.items())),

@@ -14,6 +14,7 @@ It is safe to call from another thread (SIGHUP handler, `POST /-/reload`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from monitor.config import Config
 from monitor.rules.alerts import FIRING
 from monitor.rules.files import RuleLoadError, load_files
 from monitor.rules.manager import RuleManager
+from monitor.rules.promql import format_e
 from monitor.rules.series import Labels, SeriesStore
 from monitor.timestamps import rfc3339
 
@@ -84,9 +86,10 @@ class RuleEngine:
 
     @property
     def interval_ms(self) -> int:
-        """How often `tick` should run: the shortest group interval."""
-        return min((gs.group.interval_ms for gs in self.manager.groups),
-                   default=self.default_interval_ms)
+        """How often `tick` should run: the greatest common divisor of the group
+        intervals (at least 1 s), so that every group runs on its own interval."""
+        intervals = {gs.group.interval_ms for gs in self.manager.groups} or {self.default_interval_ms}
+        return max(1000, math.gcd(*intervals))
 
     def due(self, now: float) -> bool:
         return self.last_tick_ms is None or int(now * 1000) - self.last_tick_ms >= self.interval_ms
@@ -108,7 +111,7 @@ class RuleEngine:
         for _rule, alert in sorted(pairs, key=lambda p: p[1].labels):
             out.append({"labels": dict(alert.labels), "annotations": dict(alert.annotations),
                         "state": alert.state, "activeAt": rfc3339(alert.active_at / 1000),
-                        "value": _go_value(alert.value)})
+                        "value": format_e(alert.value)})
         return out
 
     def collect(self):
@@ -142,15 +145,3 @@ class RuleEngine:
 
     def describe_paths(self) -> str:
         return ", ".join(str(Path(p)) for p in self.paths)
-
-
-def _go_value(value: float) -> str:
-    """Prometheus' API writes sample values as strings ("1e+06", "NaN", "+Inf")."""
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    text = repr(value)
-    if text.endswith(".0"):
-        text = text[:-2]
-    return text

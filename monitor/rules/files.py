@@ -241,6 +241,8 @@ class _Validator:
         if key not in fields:
             return None
         node = fields[key][1]
+        if node.tag == "tag:yaml.org,2002:null":
+            return None  # `for: ~` / `for:` is no value, as yaml.v3 reads it
         if not isinstance(node, yaml.ScalarNode):
             self.err(f"yaml: `{key}` must be a string", node)
             return None

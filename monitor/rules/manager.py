@@ -61,6 +61,7 @@ class RuleManager:
         self.groups: list[GroupState] = []
         self.evaluations = 0
         self.failures = 0
+        self._orphans: set[Labels] = set()  # series of rules a reload removed: to mark stale
 
     # -- loading -------------------------------------------------------------
     def replace(self, groups: list[Group]) -> None:
@@ -68,6 +69,7 @@ class RuleManager:
         old = {key: state for g in self.groups
                for key, state in zip(_rule_keys(g.group), g.rules)}
         old_groups = {g.group.key: g for g in self.groups}
+        kept: set[str] = set()
         new = []
         for group in groups:
             states = []
@@ -77,12 +79,16 @@ class RuleManager:
                 if previous is not None and previous.rule.expr == rule.expr:
                     state.active = previous.active
                     state.previous_series = previous.previous_series
+                    kept.add(key)
                 states.append(state)
             gs = GroupState(group, states)
             before = old_groups.get(group.key)
             if before is not None:
                 gs.last_eval_ms = before.last_eval_ms
             new.append(gs)
+        for key, state in old.items():
+            if key not in kept:
+                self._orphans |= state.previous_series
         self.groups = new
 
     @property
@@ -100,12 +106,20 @@ class RuleManager:
 
     def evaluate_group(self, gs: GroupState, t: int) -> list[Notification]:
         started = time.perf_counter()
+        if self._orphans:
+            # Series of rules that a reload removed or changed go stale now, as in
+            # Prometheus, unless a rule of the new set writes them again.
+            written = {labels for g in self.groups for r in g.rules for labels in r.previous_series}
+            for labels in self._orphans - written:
+                self.store.append(labels, t, STALE_NAN)
+            self._orphans = set()
         gs.errors = []
         notifications: list[Notification] = []
         for state in gs.rules:
             self.evaluations += 1
             try:
-                samples = state.evaluate(self.store, t, self.external_labels, self.external_url)
+                samples = state.evaluate(self.store, t, self.external_labels, self.external_url,
+                                         gs.group.limit)
             except (EvaluationError, ArithmeticError, ValueError) as exc:
                 self.failures += 1
                 state.last_error = str(exc)

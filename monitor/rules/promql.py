@@ -164,14 +164,24 @@ def _pow(a: float, b: float) -> float:
 
 
 def _gomax(a: float, b: float) -> float:
+    """Go's math.Max: +Inf wins over NaN, NaN over the rest, +0 over -0."""
+    if a == math.inf or b == math.inf:
+        return math.inf
     if a != a or b != b:
         return math.nan
+    if a == 0 and b == 0:
+        return b if math.copysign(1, a) < 0 else a
     return a if a > b else b
 
 
 def _gomin(a: float, b: float) -> float:
+    """Go's math.Min: -Inf wins over NaN, NaN over the rest, -0 over +0."""
+    if a == -math.inf or b == -math.inf:
+        return -math.inf
     if a != a or b != b:
         return math.nan
+    if a == 0 and b == 0:
+        return a if math.copysign(1, a) < 0 else b
     return a if a < b else b
 
 
@@ -385,7 +395,8 @@ class _Compiler:
         if kind != "vector":
             raise PromQLError(f"unary expression only allowed on expressions of type scalar or "
                               f"instant vector, got {kind}")
-        return (lambda ctx: [(_drop_name(labels), -v) for labels, v in inner(ctx)]), "vector"
+        return (lambda ctx: _check_unique([(_drop_name(labels), -v) for labels, v in inner(ctx)])), \
+            "vector"
 
     def _BinaryExpr(self, node):
         op = str(node.op).lower()
@@ -665,6 +676,25 @@ def _absent_labels(vs) -> Labels:
 
 def _fmt(labels: Labels) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in labels) + "}"
+
+
+def format_e(value: float, upper: bool = False) -> str:
+    """Go's strconv.FormatFloat(v, 'e', -1, 64): the shortest exponent form.
+
+    >>> format_e(1.0), format_e(0.5), format_e(1234.5), format_e(1e-7, upper=True)
+    ('1e+00', '5e-01', '1.2345e+03', '1E-07')
+    """
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    for digits in range(17):
+        text = f"{value:.{digits}e}"
+        if float(text) == value:
+            break
+    mantissa, exponent = text.split("e")
+    sign, exponent = exponent[0], exponent[1:].lstrip("0").rjust(2, "0")
+    return f"{mantissa}{'E' if upper else 'e'}{sign}{exponent}"
 
 
 def format_labels(labels: Labels) -> str:

@@ -18,8 +18,8 @@ The verdicts agree with `promtool test rules` on tests/conformance/.
 from __future__ import annotations
 
 import glob
-import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import yaml
 from monitor.rules.alerts import FIRING
 from monitor.rules.files import RuleLoadError, format_duration, load_files, parse_duration
 from monitor.rules.manager import RuleManager
-from monitor.rules.promql import EvaluationError, PromQLError, compile_expr
+from monitor.rules.promql import EvaluationError, PromQLError, compile_expr, format_e
 from monitor.rules.series import STALE_NAN, Labels, SeriesStore
 
 _FILE_FIELDS = {"rule_files", "evaluation_interval", "group_eval_order", "tests"}
@@ -42,6 +42,10 @@ class TestFileError(ValueError):
 
 
 # -- input series notation ------------------------------------------------------
+_NUMBER = re.compile(r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+|Inf|NaN)$",
+                     re.IGNORECASE)
+
+
 def expand_values(text: str) -> list[float | None]:
     """promtool's series values: None is an omitted sample.
 
@@ -61,8 +65,13 @@ def expand_values(text: str) -> list[float | None]:
             continue
         start, step = _value_and_step(base, item)
         if times is None:
+            if step is not None:
+                raise TestFileError(f"bad series value {item!r}: a step ({base}) needs a count "
+                                    "(xN)")
             out.append(start)
             continue
+        if start == "stale":
+            raise TestFileError(f"bad series value {item!r}: \"stale\" cannot be repeated")
         value = start
         for _ in range(count + 1):
             out.append(value)
@@ -82,14 +91,12 @@ def _value_and_step(base: str, item: str):
 
 
 def _number(text: str, item: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        try:
-            return float(int(text, 0))
-        except ValueError:
-            raise TestFileError(f"bad series value {item!r}: expected a number or "
-                                "\"stale\"") from None
+    if not _NUMBER.match(text):
+        raise TestFileError(f"bad series value {item!r}: expected a number or \"stale\"")
+    body = text.lstrip("+-")
+    if body[:2].lower() == "0x":
+        return float(int(text, 16))
+    return float(text)
 
 
 def parse_series(text: str) -> Labels:
@@ -149,9 +156,22 @@ def _duration(value, what: str) -> int:
         raise TestFileError(f"{what}: {exc}") from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML without YAML 1.1's booleans (yes/no/on/off/true/false stay strings, as
+    when promtool decodes them into string fields); `1e6` is a number, as in Go."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."))
+
+
 def run_file(path: str) -> FileResult:
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        doc = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
         doc = _strict_mapping(doc, _FILE_FIELDS, "the unit-test file")
         base = os.path.dirname(path)
         rule_files = []
@@ -253,7 +273,13 @@ def _check_alerts(manager: RuleManager, case: dict, at: int, prefix: str) -> lis
     if got == expected:
         return []
     return [f"{prefix}    alertname: {name}, time: {format_duration(at)}, \n"
-            f"        exp:{_alerts_text(expected)}, \n        got:{_alerts_text(got)}"]
+            f"        exp:{_indent(_alerts_text(expected))}, \n"
+            f"        got:{_indent(_alerts_text(got))}"]
+
+
+def _indent(text: str, indent: str = " " * 12) -> str:
+    """promtool's indentLines: every line but the first gets the indent."""
+    return ("\n" + indent).join(text.split("\n"))
 
 
 def _alerts_text(alerts) -> str:
@@ -297,22 +323,4 @@ def _check_expr(store: SeriesStore, case: dict, prefix: str) -> list[str]:
 def _samples_text(samples) -> str:
     if not samples:
         return "nil"
-    return ", ".join(f"{_labels_text(labels)} {_go_e(v)}" for labels, v in samples)
-
-
-def _go_e(value: float) -> str:
-    """Go's strconv.FormatFloat(v, 'E', -1, 64), as promtool prints values."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    digits, e = f"{value:.16E}".split("E")
-    # shortest round-trip mantissa
-    for n in range(0, 17):
-        candidate = f"{value:.{n}E}"
-        if float(candidate) == value:
-            digits, _, e = candidate.partition("E")
-            break
-    sign = e[0]
-    e = e[1:].lstrip("0").rjust(2, "0")
-    return f"{digits}E{sign}{e}"
+    return ", ".join(f"{_labels_text(labels)} {format_e(v, upper=True)}" for labels, v in samples)
