@@ -228,7 +228,11 @@ class Daemon:
         now = self.clock()
         if not self.rules.due(now) or self.registry is None:
             return
-        notifications = self.rules.tick(now, metric_samples(self.registry))
+        try:
+            notifications = self.rules.tick(now, metric_samples(self.registry))
+        except Exception:  # alerting must never stop ingestion
+            log.exception("rule evaluation round failed; ingestion goes on")
+            return
         if notifications:
             self.dispatcher.send(notifications)
         try:

@@ -120,11 +120,14 @@ class RuleManager:
             try:
                 samples = state.evaluate(self.store, t, self.external_labels, self.external_url,
                                          gs.group.limit)
-            except (EvaluationError, ArithmeticError, ValueError) as exc:
+            except Exception as exc:  # a rule never takes the daemon down
                 self.failures += 1
                 state.last_error = str(exc)
                 gs.errors.append(f"rule: {state.rule.name}, err: {exc}")
-                log.warning("%s: evaluation failed: %s", state.rule.where, exc)
+                if isinstance(exc, (EvaluationError, ArithmeticError, ValueError)):
+                    log.warning("%s: evaluation failed: %s", state.rule.where, exc)
+                else:
+                    log.exception("%s: evaluation failed unexpectedly", state.rule.where)
                 continue
             state.last_error = None
             self._write(state, samples, t)
