@@ -80,7 +80,8 @@ class SeriesStore:
         self.max_series = max_series
         self.series: dict[Labels, Series] = {}
         self._by_name: dict[str, dict[Labels, Series]] = {}
-        self._selections: dict[tuple, list[Series]] = {}
+        # Cached `matching()` results per metric name (None: no name matcher).
+        self._selections: dict[str | None, dict[tuple, list[Series]]] = {}
         self._predicates: dict[tuple[str, str], object] = {}
         self.dropped_series = 0
         self.head_ms: int | None = None  # newest timestamp appended
@@ -97,7 +98,7 @@ class SeriesStore:
             series = self.series[labels] = Series(labels)
             name = dict(labels).get("__name__", "")
             self._by_name.setdefault(name, {})[labels] = series
-            self._selections.clear()
+            self._invalidate(name)
         times = series.times
         if times and t <= times[-1]:
             if t == times[-1]:
@@ -153,18 +154,18 @@ class SeriesStore:
                 index.pop(labels, None)
                 if not index:
                     del self._by_name[name]
-        if gone:
-            self._selections.clear()
+            self._invalidate(name)
 
     # -- reading -------------------------------------------------------------
     def matching(self, matchers: list[Matcher]) -> list[Series]:
-        """Series matching all matchers, sorted by labels (cached until a series
-        is added or dropped)."""
+        """Series matching all matchers, sorted by labels (cached until a series of
+        that metric name is added or dropped)."""
         key = tuple(matchers)
-        found = self._selections.get(key)
+        name = next((v for n, op, v in matchers if n == "__name__" and op == "="), None)
+        cache = self._selections.setdefault(name, {})
+        found = cache.get(key)
         if found is not None:
             return found
-        name = next((v for n, op, v in matchers if n == "__name__" and op == "="), None)
         pool = self._by_name.get(name, {}).values() if name is not None else self.series.values()
         tests = []
         for n, op, v in matchers:
@@ -180,8 +181,14 @@ class SeriesStore:
             if all(predicate(labels.get(n, "")) for n, predicate in tests):
                 found.append(series)
         found.sort(key=lambda s: s.labels)
-        self._selections[key] = found
+        cache[key] = found
         return found
+
+    def _invalidate(self, name: str) -> None:
+        """A series of metric `name` came or went: forget the selections it may be in
+        (those of that name, and those that do not name a metric)."""
+        self._selections.pop(name, None)
+        self._selections.pop(None, None)
 
     def select(self, matchers: list[Matcher], mint: int, maxt: int
                ) -> Iterator[tuple[Labels, list[int], list[float]]]:
