@@ -291,7 +291,8 @@ class AlertingConfig(_Section):
     """Where firing alerts go (docs/rules.md#delivery)."""
     alertmanagers: list[str] = []       # base URLs, e.g. http://127.0.0.1:9093
     webhooks: list[str] = []            # URLs receiving Alertmanager's webhook payload (v4)
-    external_url: str = "http://127.0.0.1:9464"  # links in alerts (generatorURL)
+    # Base of each alert's generatorURL; null: http://<http.address>.
+    external_url: str | None = None
     resend_delay_seconds: float = Field(60.0, ge=0)   # firing alerts are re-sent this often
     queue_capacity: int = Field(10_000, gt=0)         # alerts waiting; the oldest are dropped
     timeout_seconds: float = Field(10.0, gt=0)
@@ -306,7 +307,7 @@ class AlertingConfig(_Section):
 
     @field_validator("external_url")
     @classmethod
-    def _external(cls, value: str) -> str:
+    def _external(cls, value: str | None) -> str | None:
         # Alertmanager refuses a whole batch whose generatorURL is not a URL.
         return _check_url(value) if value else value
 

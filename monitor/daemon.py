@@ -95,7 +95,8 @@ class Daemon:
         ok, errors = self.rules.reload()
         if not ok:
             raise ConfigError(errors, "rule files")
-        self.dispatcher = Dispatcher(self.config.alerting, clock=self.clock)
+        self.dispatcher = Dispatcher(self.config.alerting, clock=self.clock,
+                                     external_url=self.rules.manager.external_url)
 
     def start_http(self) -> MonitorHTTPServer:
         http = self.config.http

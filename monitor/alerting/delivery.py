@@ -110,10 +110,11 @@ def webhook_payload(batch: list[Notification], now: float, external_url: str) ->
 class _Target:
     """One destination: its queue, its counters and its sender loop."""
 
-    def __init__(self, url: str, kind: str, config: AlertingConfig, clock):
+    def __init__(self, url: str, kind: str, config: AlertingConfig, clock, external_url: str = ""):
         if kind == "alertmanager":
             url = url.rstrip("/") + "/api/v2/alerts"
         self.kind, self.config, self.clock = kind, config, clock
+        self.external_url = external_url
         self.label = redact(url)
         parts = urlsplit(url)
         self._https = parts.scheme == "https"
@@ -186,7 +187,7 @@ class _Target:
             if self.kind == "alertmanager":
                 body = alertmanager_payload(batch)
             else:
-                body = webhook_payload(batch, self.clock(), self.config.external_url)
+                body = webhook_payload(batch, self.clock(), self.external_url)
             status, reply = self._post(json.dumps(body).encode())
         except (OSError, http.client.HTTPException) as exc:
             status, reply = None, f"{type(exc).__name__}: {exc}"
@@ -219,9 +220,13 @@ class Dispatcher:
     """Queues notifications for every configured target and sends them from
     background threads (one per target)."""
 
-    def __init__(self, config: AlertingConfig, clock=time.time):
-        self._targets = ([_Target(u, "alertmanager", config, clock) for u in config.alertmanagers]
-                         + [_Target(u, "webhook", config, clock) for u in config.webhooks])
+    def __init__(self, config: AlertingConfig, clock=time.time, external_url: str | None = None):
+        """`external_url`: the webhook payload's externalURL (default config.external_url)."""
+        self.external_url = external_url or config.external_url or ""
+        self._targets = ([_Target(u, "alertmanager", config, clock, self.external_url)
+                          for u in config.alertmanagers]
+                         + [_Target(u, "webhook", config, clock, self.external_url)
+                            for u in config.webhooks])
         self._stop = threading.Event()
 
     @property

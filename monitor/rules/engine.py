@@ -44,7 +44,8 @@ class RuleEngine:
         self.default_interval_ms = int(rules.evaluation_interval_seconds * 1000)
         self.retention_ms = int(rules.retention_seconds * 1000)
         self.store = SeriesStore(self.retention_ms, rules.max_series)
-        self.manager = RuleManager(self.store, external_url=config.alerting.external_url,
+        external_url = config.alerting.external_url or f"http://{config.http.address}"
+        self.manager = RuleManager(self.store, external_url=external_url,
                                    resend_delay_ms=int(config.alerting.resend_delay_seconds * 1000))
         self.lock = threading.RLock()
         self.last_reload_successful = True
@@ -64,8 +65,10 @@ class RuleEngine:
                 self.last_reload_successful = False
                 self.last_errors = exc.errors
                 self.reloads["failure"] += 1
-            log.error("rule files not loaded, the previous rules keep running (%d error(s)):\n%s",
-                      len(exc.errors), "\n".join(exc.errors))
+            kept = ("the previous rules keep running" if self.reloads["success"]
+                    else "no rules are running")
+            log.error("rule files not loaded, %s (%d error(s)):\n%s", kept, len(exc.errors),
+                      "\n".join(exc.errors))
             return False, exc.errors
         for warning in (w for g in groups for w in g.warnings):
             log.warning("%s", warning)
