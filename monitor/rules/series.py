@@ -5,7 +5,8 @@ The daemon appends its own metrics here at each evaluation, so range functions
 what Prometheus' head block would keep for our purpose, nothing more:
 
 * a series is a label set (a sorted tuple of `(name, value)` pairs, including
-  `__name__`) with parallel lists of timestamps (int milliseconds) and values;
+  `__name__`) with parallel typed arrays of timestamps (int milliseconds) and
+  values;
 * samples older than `retention_ms` are dropped as time advances, and a series
   with no sample left is forgotten, so memory is bounded by
   series x samples-in-retention;
@@ -18,7 +19,8 @@ what Prometheus' head block would keep for our purpose, nothing more:
 >>> up = (("__name__", "up"), ("job", "a"))
 >>> store.append(up, 0, 1.0) and store.append(up, 60_000, 0.0)
 True
->>> [(labels, times, values) for labels, times, values in store.select([("__name__", "=", "up")], 0, 60_000)]
+>>> [(labels, list(times), list(values))
+...  for labels, times, values in store.select([("__name__", "=", "up")], 0, 60_000)]
 [((('__name__', 'up'), ('job', 'a')), [0, 60000], [1.0, 0.0])]
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from array import array
 from bisect import bisect_left, bisect_right
 from typing import Iterable, Iterator
 
@@ -49,12 +52,15 @@ def labels_of(mapping: dict[str, str]) -> Labels:
 
 
 class Series:
+    """One series: timestamps (int64 ms) and values (float64) in typed arrays,
+    16 bytes a sample instead of ~50 with lists of Python objects."""
+
     __slots__ = ("labels", "times", "values", "scraped")
 
     def __init__(self, labels: Labels):
         self.labels = labels
-        self.times: list[int] = []
-        self.values: list[float] = []
+        self.times = array("q")
+        self.values = array("d")
         self.scraped = False
 
 
@@ -191,7 +197,7 @@ class SeriesStore:
         self._selections.pop(None, None)
 
     def select(self, matchers: list[Matcher], mint: int, maxt: int
-               ) -> Iterator[tuple[Labels, list[int], list[float]]]:
+               ) -> Iterator[tuple[Labels, array, array]]:
         """(labels, times, values) of each matching series within [mint, maxt]."""
         for series in self.matching(matchers):
             times = series.times

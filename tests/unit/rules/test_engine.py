@@ -233,7 +233,7 @@ def test_tick_scrapes_then_evaluates_only_due_groups(tmp_path):
     def times(name):
         series = engine.store.series[labels_of({"__name__": name, "domain": "legal",
                                                 "signal": "error_ratio"})]
-        return [int(t / 1000 - START) for t in series.times], series.values
+        return [int(t / 1000 - START) for t in series.times], list(series.values)
 
     assert times("monitor_quality")[0] == list(range(0, 241, 30))
     assert times("fast:q") == (list(range(0, 241, 30)), [float(k) for k in range(9)])

@@ -39,7 +39,7 @@ def test_scrape_marks_series_that_disappeared_as_stale_once():
     store.scrape([(UP_A, 1.0)], 60_000)
     store.scrape([(UP_A, 1.0)], 120_000)
     b = store.series[UP_B]
-    assert b.times == [0, 60_000] and is_stale(b.values[-1])
+    assert list(b.times) == [0, 60_000] and is_stale(b.values[-1])
     store.scrape([(UP_A, 1.0), (UP_B, 2.0)], 180_000)
     assert store.series[UP_B].values[-1] == 2.0
 
@@ -66,7 +66,7 @@ def test_out_of_order_samples_are_ignored_and_same_time_overwrites():
     assert store.append(UP_A, 60_000, 1.0)
     assert not store.append(UP_A, 0, 2.0)
     assert store.append(UP_A, 60_000, 3.0)
-    assert store.series[UP_A].values == [3.0]
+    assert list(store.series[UP_A].values) == [3.0]
 
 
 def test_select_returns_samples_within_closed_bounds():
@@ -74,4 +74,4 @@ def test_select_returns_samples_within_closed_bounds():
     for t in range(0, 300_001, 60_000):
         store.append(UP_A, t, float(t))
     [(labels, times, values)] = list(store.select([("__name__", "=", "up")], 60_000, 180_000))
-    assert times == [60_000, 120_000, 180_000]
+    assert list(times) == [60_000, 120_000, 180_000]
