@@ -51,6 +51,7 @@ test-integration: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/drift.py
+	$(PY) bench/rules.py --json bench/results/rules.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info demo-out
