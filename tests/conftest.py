@@ -18,3 +18,6 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+from tests.receiver import receivers  # noqa: E402,F401  (fixture: local HTTP receivers)

@@ -188,3 +188,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+
+
+from tests.integration.alertmanager import alertmanager  # noqa: E402,F401  (fixture)

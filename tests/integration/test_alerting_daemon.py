@@ -28,8 +28,7 @@ import pytest
 from monitor.alerting.delivery import fingerprint
 from monitor.broker import free_port
 from tests.integration.conftest import DaemonProcess
-from tests.integration.test_alertmanager import ALERTMANAGER, Alertmanager
-from tests.unit.test_delivery import Receiver
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -135,34 +134,6 @@ def daemons(tmp_path, broker, topic):
     yield make
     for daemon in made:
         daemon.cleanup()
-
-
-@pytest.fixture
-def alertmanager(tmp_path):
-    if not os.access(ALERTMANAGER, os.X_OK):
-        pytest.fail(f"{ALERTMANAGER} is missing: `make test` installs the Debian package "
-                    "prometheus-alertmanager")
-    workdir = tmp_path / "alertmanager"
-    workdir.mkdir()
-    am = Alertmanager(workdir)
-    try:
-        am.wait_ready()
-        yield am
-    finally:
-        am.stop()
-
-
-@pytest.fixture
-def receivers():
-    made: list[Receiver] = []
-
-    def make(**kwargs) -> Receiver:
-        made.append(Receiver(**kwargs))
-        return made[-1]
-
-    yield make
-    for receiver in made:
-        receiver.close()
 
 
 class RecordStream:
