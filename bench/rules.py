@@ -110,7 +110,7 @@ sys.path.insert(0, str(ROOT))
 
 from monitor.rules.files import RuleLoadError, load_files  # noqa: E402
 from monitor.rules.manager import RuleManager  # noqa: E402
-from monitor.rules.series import SeriesStore  # noqa: E402
+from monitor.series import SeriesStore  # noqa: E402
 
 STEP_MS = 60_000
 RETENTION_MS = 3_600_000

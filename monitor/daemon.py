@@ -90,7 +90,7 @@ class Daemon:
     def load_rules(self) -> None:
         """The first load: a bad rule file stops the start (there are no old rules to keep)."""
         from monitor.errors import ConfigError
-        from monitor.alerting.delivery import Dispatcher
+        from monitor.alerts.delivery import Dispatcher
 
         ok, errors = self.rules.reload()
         if not ok:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.alerting.model import Notification
+from monitor.alerts.model import Notification
 from monitor.rules import template
 from monitor.rules.files import Rule
 from monitor.rules.promql import EvaluationError
-from monitor.rules.series import Labels, SeriesStore
+from monitor.series import Labels, SeriesStore
 
 RESOLVED_RETENTION_MS = 15 * 60_000
 

@@ -23,13 +23,13 @@ from typing import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from monitor import metrics as m
-from monitor.alerting.model import Notification
+from monitor.alerts.model import Notification
 from monitor.config import Config
 from monitor.rules.alerts import FIRING
 from monitor.rules.files import RuleLoadError, load_files
 from monitor.rules.manager import RuleManager
 from monitor.rules.promql import format_e
-from monitor.rules.series import Labels, SeriesStore
+from monitor.series import Labels, SeriesStore
 from monitor.timestamps import rfc3339
 
 log = logging.getLogger(__name__)

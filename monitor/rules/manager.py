@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from monitor.alerting.model import Notification
+from monitor.alerts.model import Notification
 from monitor.rules.alerts import FIRING, PENDING, Alert, RuleState
 from monitor.rules.files import Group
 from monitor.rules.promql import EvaluationError
-from monitor.rules.series import STALE_NAN, Labels, SeriesStore
+from monitor.series import STALE_NAN, Labels, SeriesStore
 
 log = logging.getLogger(__name__)
 

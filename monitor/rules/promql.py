@@ -19,7 +19,7 @@ corpus can check:
 * sums and means are accumulated in the same order and with the same
   formulas as Prometheus, so results compare equal to the last bit.
 
->>> from monitor.rules.series import SeriesStore
+>>> from monitor.series import SeriesStore
 >>> store = SeriesStore()
 >>> for minute in range(11):
 ...     _ = store.append((("__name__", "hits_total"), ("job", "a")), minute * 60_000, 10.0 * minute)
@@ -40,7 +40,7 @@ from typing import Callable, Union
 
 import promql_parser as pp
 
-from monitor.rules.series import Labels, SeriesStore, is_stale
+from monitor.series import Labels, SeriesStore, is_stale
 
 LOOKBACK_MS = 300_000
 

@@ -30,7 +30,7 @@ from monitor.rules.alerts import FIRING
 from monitor.rules.files import RuleLoadError, format_duration, load_files, parse_duration
 from monitor.rules.manager import RuleManager
 from monitor.rules.promql import EvaluationError, PromQLError, compile_expr, format_e
-from monitor.rules.series import STALE_NAN, Labels, SeriesStore
+from monitor.series import STALE_NAN, Labels, SeriesStore
 
 _FILE_FIELDS = {"rule_files", "evaluation_interval", "group_eval_order", "tests"}
 _GROUP_FIELDS = {"interval", "input_series", "alert_rule_test", "promql_expr_test",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerting.delivery import fingerprint
+from monitor.alerts.delivery import fingerprint
 from monitor.broker import free_port
 from tests.integration.conftest import DaemonProcess
 from tests.receiver import Receiver

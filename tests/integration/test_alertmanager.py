@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from monitor.alerting import delivery
-from monitor.alerting.delivery import Dispatcher, fingerprint
-from monitor.alerting.model import Notification
+from monitor.alerts import delivery
+from monitor.alerts.delivery import Dispatcher, fingerprint
+from monitor.alerts.model import Notification
 from monitor.broker import free_port
 from monitor.config import AlertingConfig
 from tests.receiver import Receiver

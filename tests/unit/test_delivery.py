@@ -1,4 +1,4 @@
-"""Alert delivery (monitor.alerting.delivery) against a local HTTP receiver."""
+"""Alert delivery (monitor.alerts.delivery) against a local HTTP receiver."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.alerting import delivery
-from monitor.alerting.delivery import Dispatcher, fingerprint, redact
-from monitor.alerting.model import Notification
+from monitor.alerts import delivery
+from monitor.alerts.delivery import Dispatcher, fingerprint, redact
+from monitor.alerts.model import Notification
 from monitor.broker import free_port
 from monitor.config import AlertingConfig
 

@@ -24,7 +24,7 @@ from monitor.rules.alerts import (
 from monitor.rules.files import Group, Rule
 from monitor.rules.manager import RuleManager, metric_samples
 from monitor.rules.promql import EvaluationError, compile_expr
-from monitor.rules.series import SeriesStore, is_stale, labels_of
+from monitor.series import SeriesStore, is_stale, labels_of
 
 M = 60_000
 

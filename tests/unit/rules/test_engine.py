@@ -18,7 +18,7 @@ from monitor.config import Config
 from monitor.exporter import SnapshotHolder, make_registry
 from monitor.rules.engine import RuleEngine
 from monitor.rules.promql import format_e
-from monitor.rules.series import labels_of
+from monitor.series import labels_of
 
 START = 1_764_359_640.0  # 2025-11-28T19:54:00Z, a whole minute
 

@@ -14,7 +14,7 @@ from monitor.config import Config
 from monitor.exporter import SnapshotHolder, make_registry
 from monitor.http import MonitorHTTPServer
 from monitor.rules.engine import RuleEngine
-from monitor.rules.series import labels_of
+from monitor.series import labels_of
 
 TOKEN = "s3cret-token"
 

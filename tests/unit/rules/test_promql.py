@@ -19,7 +19,7 @@ from monitor.rules.promql import (
     compile_expr,
     format_labels,
 )
-from monitor.rules.series import STALE_NAN, SeriesStore, labels_of
+from monitor.series import STALE_NAN, SeriesStore, labels_of
 
 M = 60_000  # one minute in ms
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from monitor.rules.series import STALE_NAN, SeriesStore, is_stale, labels_of
+from monitor.series import STALE_NAN, SeriesStore, is_stale, labels_of
 
 UP_A = labels_of({"__name__": "up", "job": "a"})
 UP_B = labels_of({"__name__": "up", "job": "b"})

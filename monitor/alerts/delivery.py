@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitor import metrics as m
-from monitor.alerting.model import Notification
+from monitor.alerts.model import Notification
 from monitor.config import AlertingConfig
 
 log = logging.getLogger(__name__)
