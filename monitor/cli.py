@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run the daemon")
     run.add_argument("--rules", metavar="PATH", action="append",
                      help="rule file or folder (repeatable; default: rules.paths, rules/)")
+    run.add_argument("--registry", metavar="PATH",
+                     help="adapter registry (default: registry.path, adapters/registry.yaml)")
 
     rp = sub.add_parser("replay", parents=[common],
                         help="run the pipeline over a JSONL file in event time")
@@ -50,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     rt = rules_sub.add_parser("test", parents=[common],
                               help="run promtool-format unit-test files (exit 1 on any failure)")
     rt.add_argument("files", nargs="+", metavar="FILE")
+
+    ad = sub.add_parser("adapters", help="the adapter registry (list, show)")
+    ad_sub = ad.add_subparsers(dest="adapters_command", required=True, metavar="ACTION")
+    registry_arg = argparse.ArgumentParser(add_help=False)
+    registry_arg.add_argument("--registry", metavar="PATH",
+                              help="registry file (default: registry.path, adapters/registry.yaml)")
+    ad_sub.add_parser("list", parents=[common, registry_arg],
+                      help="every domain and version, with the active one marked")
+    ads = ad_sub.add_parser("show", parents=[common, registry_arg], help="one domain in detail")
+    ads.add_argument("domain", metavar="D")
 
     ref = sub.add_parser("reference", help="drift reference profiles (build, show)")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args, config) -> int:
     from monitor.daemon import Daemon
 
-    daemon = Daemon(config, rule_paths=args.rules)
+    daemon = Daemon(config, rule_paths=args.rules, registry_path=args.registry)
     try:
         daemon.start_http()
     except OSError as exc:
@@ -111,6 +123,21 @@ def cmd_run(args, config) -> int:
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     return daemon.run()
+
+
+def cmd_adapters(args, config) -> int:
+    from monitor.registry import describe_domain, format_table, load_registry
+
+    registry = load_registry(args.registry or config.registry.path)  # RegistryError: exit 2
+    if args.adapters_command == "list":
+        print(format_table(registry))
+        return 0
+    if args.domain not in registry.domains:
+        print(f"monitor: adapters show: no domain {args.domain!r} in {registry.path} "
+              f"(domains: {', '.join(sorted(registry.domains)) or 'none'})", file=sys.stderr)
+        return 2
+    print(describe_domain(registry, args.domain))
+    return 0
 
 
 def cmd_rules(args, config) -> int:
@@ -341,5 +368,6 @@ def cmd_broker(args, config) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "rules": cmd_rules, "reference": cmd_reference,
+_COMMANDS = {"run": cmd_run, "replay": cmd_replay, "rules": cmd_rules, "adapters": cmd_adapters,
+             "reference": cmd_reference,
              "report": cmd_report, "broker": cmd_broker}

@@ -325,6 +325,12 @@ def _check_url(url: str) -> str:
     return url
 
 
+class RegistryConfig(_Section):
+    """The adapter registry (docs/registry.md)."""
+    # `--registry PATH` overrides it; a missing default file means "no registry".
+    path: str = "adapters/registry.yaml"
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     state: StateConfig = StateConfig()
@@ -335,6 +341,7 @@ class Config(_Section):
     drift: DriftConfig = DriftConfig()
     rules: RulesConfig = RulesConfig()
     alerting: AlertingConfig = AlertingConfig()
+    registry: RegistryConfig = RegistryConfig()
 
 
 # Environment variable -> (section, field). Secrets appear only here.

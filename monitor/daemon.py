@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 
 from monitor.config import Config
 from monitor.errors import StateError
-from monitor.exporter import SnapshotHolder, make_registry
+from monitor.exporter import ActiveAdapters, SnapshotHolder, make_registry
 from monitor.http import MonitorHTTPServer
 from monitor.ingest.dlq import DeadLetterError
 from monitor.ingest.fetcher import FetcherDied, FetcherSource
@@ -47,7 +47,8 @@ class Daemon:
     """`run()` blocks until `stop()`; returns the exit status."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time,
-                 source_factory=None, dead_letters_factory=None, rule_paths: list[str] | None = None):
+                 source_factory=None, dead_letters_factory=None, rule_paths: list[str] | None = None,
+                 registry_path: str | None = None):
         self.config = config
         self.clock = clock
         self._source_factory = source_factory or _kafka_source
@@ -68,8 +69,13 @@ class Daemon:
         self._consistent = True
         self.embedder = None
         self.rules = RuleEngine(config, rule_paths)
+        self.registry_path = registry_path or config.registry.path
+        # The default registry file may be missing (no registry); one named must exist.
+        self._registry_optional = registry_path is None and config.registry.path == \
+            "adapters/registry.yaml"
+        self.adapters = ActiveAdapters()
         self.dispatcher = None
-        self.registry = None
+        self.metrics_registry = None  # prometheus_client's, for /metrics and rule scrapes
         self._reload_requested = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------
@@ -83,6 +89,34 @@ class Daemon:
             return False, "Not ready: waiting for a partition assignment from Kafka."
         return True, "Ready."
 
+    def load_registry(self) -> bool:
+        """(Re)read the adapter registry; at start a bad one stops the daemon, later
+        the previous one stays in use."""
+        from pathlib import Path
+
+        from monitor.registry import RegistryError, load_registry
+
+        if self._registry_optional and not Path(self.registry_path).exists():
+            return True
+        try:
+            registry = load_registry(self.registry_path)
+        except RegistryError as exc:
+            if self.adapters.registry is None and self.dispatcher is None:
+                raise
+            log.error("adapter registry not reloaded, the previous one stays:\n%s", exc)
+            return False
+        self.adapters.registry = registry
+        log.info("adapter registry %s: %d domain(s)", self.registry_path, len(registry.domains))
+        return True
+
+    def reload(self) -> tuple[bool, list[str]]:
+        """Reload the rule files and the adapter registry, each all or nothing
+        (`POST /-/reload`; SIGHUP does the same at the loop's next turn)."""
+        ok, errors = self.rules.reload()
+        if not self.load_registry():
+            ok, errors = False, errors + [f"{self.registry_path}: not reloaded (see the log)"]
+        return ok, errors
+
     def request_reload(self) -> None:
         """Reload the rule files at the loop's next turn (safe from a signal handler)."""
         self._reload_requested.set()
@@ -95,6 +129,7 @@ class Daemon:
         ok, errors = self.rules.reload()
         if not ok:
             raise ConfigError(errors, "rule files")
+        self.load_registry()
         self.dispatcher = Dispatcher(self.config.alerting, clock=self.clock,
                                      external_url=self.rules.manager.external_url)
 
@@ -102,10 +137,11 @@ class Daemon:
         http = self.config.http
         if self.dispatcher is None:
             self.load_rules()
-        self.registry = make_registry(self.holder, self.rules, self.dispatcher)
+        self.metrics_registry = make_registry(self.holder, self.rules, self.dispatcher,
+                                              self.adapters)
         token = http.api_token.get_secret_value() if http.api_token is not None else None
-        self.http = MonitorHTTPServer(http.host, http.port, self.registry, self.ready,
-                                      reload=self.rules.reload, alerts=self.rules.active_alerts,
+        self.http = MonitorHTTPServer(http.host, http.port, self.metrics_registry, self.ready,
+                                      reload=self.reload, alerts=self.rules.active_alerts,
                                       token=token)
         self.http.start()
         log.info("serving /metrics on %s/metrics", self.http.url)
@@ -186,7 +222,7 @@ class Daemon:
                     next_flush = now + backoff
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.rules.reload()
+                self.reload()
             progress.maybe_log(self._lag)
 
     def _try_flush(self) -> bool:
@@ -227,10 +263,10 @@ class Daemon:
     def _evaluate_rules(self) -> None:
         """One rule round when due: scrape our own metrics, evaluate, deliver, save."""
         now = self.clock()
-        if not self.rules.due(now) or self.registry is None:
+        if not self.rules.due(now) or self.metrics_registry is None:
             return
         try:
-            notifications = self.rules.tick(now, metric_samples(self.registry))
+            notifications = self.rules.tick(now, metric_samples(self.metrics_registry))
         except Exception:  # alerting must never stop ingestion
             log.exception("rule evaluation round failed; ingestion goes on")
             return

@@ -95,6 +95,25 @@ def _drift(evaluation):
     return score, pvalue, detected
 
 
+class ActiveAdapters:
+    """The registry the daemon serves from; `collect()` yields
+    `monitor_adapter_active_info{domain, version, kind, base_model} 1` per domain
+    with an active version. `registry` is swapped whole when it is reloaded."""
+
+    def __init__(self, registry=None):
+        self.registry = registry
+
+    def collect(self):
+        info = GaugeMetricFamily(m.ADAPTER_ACTIVE_INFO, "The version each domain serves "
+                                 "(always 1).", labels=["domain", "version", "kind", "base_model"])
+        registry = self.registry
+        if registry is not None:
+            for name, domain in sorted(registry.domains.items()):
+                if domain.active:
+                    info.add_metric([name, domain.active, domain.kind, domain.base_model], 1.0)
+        yield info
+
+
 class _Collect(Collector):
     """Adapts any object with a `collect()` generator (rule engine, delivery)."""
 
