@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
                               help="run promtool-format unit-test files (exit 1 on any failure)")
     rt.add_argument("files", nargs="+", metavar="FILE")
 
+    ev = sub.add_parser("eval", parents=[common],
+                        help="golden-set evaluation of a domain's version (exit 1 if regressed)")
+    ev.add_argument("--domain", required=True, metavar="D")
+    ev.add_argument("--version", metavar="V", help="default: the active version")
+    ev.add_argument("--json", action="store_true", help="print the result document")
+    ev.add_argument("--registry", metavar="PATH",
+                    help="registry file (default: registry.path, adapters/registry.yaml)")
+
     ad = sub.add_parser("adapters", help="the adapter registry (list, show)")
     ad_sub = ad.add_subparsers(dest="adapters_command", required=True, metavar="ACTION")
     registry_arg = argparse.ArgumentParser(add_help=False)
@@ -125,19 +133,82 @@ def cmd_run(args, config) -> int:
     return daemon.run()
 
 
+def _verdicts(config) -> dict:
+    """Latest verdict per (domain, version) from the state store, if there is one."""
+    from monitor.state import StateStore
+
+    url = config.state.url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return {}
+    store = StateStore(url)
+    try:
+        return store.latest_verdicts()
+    finally:
+        store.close()
+
+
 def cmd_adapters(args, config) -> int:
     from monitor.registry import describe_domain, format_table, load_registry
 
     registry = load_registry(args.registry or config.registry.path)  # RegistryError: exit 2
+    verdicts = _verdicts(config)
     if args.adapters_command == "list":
-        print(format_table(registry))
+        print(format_table(registry, verdicts))
         return 0
     if args.domain not in registry.domains:
         print(f"monitor: adapters show: no domain {args.domain!r} in {registry.path} "
               f"(domains: {', '.join(sorted(registry.domains)) or 'none'})", file=sys.stderr)
         return 2
-    print(describe_domain(registry, args.domain))
+    print(describe_domain(registry, args.domain, verdicts))
     return 0
+
+
+def cmd_eval(args, config) -> int:
+    """Evaluate, store the run, print it; 0 pass, 1 regressed or refused, 2 bad usage."""
+    from monitor.eval.run import evaluate_version
+    from monitor.registry import load_registry
+    from monitor.state import StateStore
+
+    registry = load_registry(args.registry or config.registry.path)
+    progress = None
+    if sys.stderr.isatty():
+        def progress(what: str, done: int, total: int) -> None:
+            bar = "#" * (20 * done // max(total, 1))
+            print(f"\r  [{bar:<20}] {done}/{total} {what:<30}", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+    try:
+        run = evaluate_version(registry, args.domain, args.version, config=config.eval,
+                               progress=progress)
+    except KeyError as exc:
+        print(f"monitor: eval: {exc.args[0]}", file=sys.stderr)
+        return 2
+    store = StateStore(config.state.url)
+    try:
+        store.save_eval_run(run.row(), run.items)
+    finally:
+        store.close()
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(run.doc, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(format_eval(run.doc, run.verdict))
+    if run.status != "done":
+        print(f"monitor: eval: {run.doc['error']}", file=sys.stderr)
+        return 1
+    return 0 if run.verdict == "pass" else 1
+
+
+def format_eval(doc: dict, verdict: str | None) -> str:
+    """A human summary of one evaluation."""
+    if "error" in doc:
+        return f"{doc['domain']} {doc['version']}: REFUSED ({doc['reason']})"
+    scores = doc["scores"]
+    lines = [f"{doc['domain']} {doc['version']}: {str(verdict).upper()}  (n={doc['n']}, "
+             f"nll {scores['nll']:.4f}, exact match {scores['exact_match']:.3f})"]
+    for c in doc["comparisons"]:
+        flag = "REGRESSED" if c["regressed"] else "ok"
+        lines.append(f"  vs {c['baseline']:<10} {c['metric']:<12} delta {c['delta']:+.4f}  "
+                     f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]  {flag}")
+    return "\n".join(lines)
 
 
 def cmd_rules(args, config) -> int:
@@ -369,5 +440,6 @@ def cmd_broker(args, config) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "replay": cmd_replay, "rules": cmd_rules, "adapters": cmd_adapters,
+             "eval": cmd_eval,
              "reference": cmd_reference,
              "report": cmd_report, "broker": cmd_broker}

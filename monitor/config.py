@@ -331,6 +331,17 @@ class RegistryConfig(_Section):
     path: str = "adapters/registry.yaml"
 
 
+class EvalConfig(_Section):
+    """Golden-set evaluation (docs/evaluation.md)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"        # auto: cuda when available
+    max_batch_tokens: int = Field(16384, gt=0)             # padded tokens per batch (halved on OOM)
+    confidence: float = Field(0.95, gt=0, lt=1)            # of the paired intervals
+    nll_margin: float = Field(0.0, ge=0)                   # tolerated NLL increase (nats/token)
+    exact_match_margin: float = Field(0.0, ge=0)           # tolerated exact-match drop (share)
+    bootstrap_resamples: int = Field(10_000, ge=1000)
+    compare_with_base: bool = True                         # also compare with the base model
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     state: StateConfig = StateConfig()
@@ -342,6 +353,7 @@ class Config(_Section):
     rules: RulesConfig = RulesConfig()
     alerting: AlertingConfig = AlertingConfig()
     registry: RegistryConfig = RegistryConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 # Environment variable -> (section, field). Secrets appear only here.

@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 
 from monitor.config import Config
 from monitor.errors import StateError
-from monitor.exporter import ActiveAdapters, SnapshotHolder, make_registry
+from monitor.exporter import ActiveAdapters, EvalResults, SnapshotHolder, make_registry
 from monitor.http import MonitorHTTPServer
 from monitor.ingest.dlq import DeadLetterError
 from monitor.ingest.fetcher import FetcherDied, FetcherSource
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 LAG_INTERVAL_SECONDS = 5.0
 PROGRESS_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 30.0
+EVAL_REFRESH_SECONDS = 10.0
 
 
 class Daemon:
@@ -74,6 +75,8 @@ class Daemon:
         self._registry_optional = registry_path is None and config.registry.path == \
             "adapters/registry.yaml"
         self.adapters = ActiveAdapters()
+        self.evals = EvalResults()
+        self._evals_at = 0.0
         self.dispatcher = None
         self.metrics_registry = None  # prometheus_client's, for /metrics and rule scrapes
         self._reload_requested = threading.Event()
@@ -138,7 +141,7 @@ class Daemon:
         if self.dispatcher is None:
             self.load_rules()
         self.metrics_registry = make_registry(self.holder, self.rules, self.dispatcher,
-                                              self.adapters)
+                                              self.adapters, self.evals)
         token = http.api_token.get_secret_value() if http.api_token is not None else None
         self.http = MonitorHTTPServer(http.host, http.port, self.metrics_registry, self.ready,
                                       reload=self.reload, alerts=self.rules.active_alerts,
@@ -258,6 +261,10 @@ class Daemon:
         self.holder.publish(self.pipeline.snapshot(self._lag))
         if self._evaluate_drift():
             self.holder.publish(self.pipeline.snapshot(self._lag))
+        if time.monotonic() - self._evals_at >= EVAL_REFRESH_SECONDS:
+            # Results written by `monitor eval` or the eval worker, into the same store.
+            self.evals.refresh(self.store)
+            self._evals_at = time.monotonic()
         self._evaluate_rules()
 
     def _evaluate_rules(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from monitor import __version__
@@ -112,6 +112,67 @@ class ActiveAdapters:
                 if domain.active:
                     info.add_metric([name, domain.active, domain.kind, domain.base_model], 1.0)
         yield info
+
+
+EVAL_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class EvalResults:
+    """Golden-set metrics from the evaluation runs in the state store. The daemon
+    calls `refresh(store)` from its loop; scrapes only read what it published."""
+
+    def __init__(self):
+        self._families: list = []
+        self._lock = threading.Lock()
+
+    def refresh(self, store) -> None:
+        self.publish(store.eval_runs())
+
+    def publish(self, runs: list[dict]) -> None:
+        score = GaugeMetricFamily(m.GOLDEN_SCORE, "Golden-set score of a version (nll: mean "
+                                  "token NLL, lower is better; exact_match: share).",
+                                  labels=["domain", "version", "metric"])
+        delta = GaugeMetricFamily(m.GOLDEN_DELTA, "Candidate minus baseline, higher = better "
+                                  "(for nll: baseline NLL minus candidate NLL).",
+                                  labels=["domain", "version", "metric", "baseline"])
+        regression = GaugeMetricFamily(m.GOLDEN_REGRESSION, "1 when the paired interval lies "
+                                       "entirely on the bad side of the margin.",
+                                       labels=["domain", "version", "metric", "baseline"])
+        last = GaugeMetricFamily(m.EVAL_LAST_SUCCESS, "When the domain's last evaluation "
+                                 "finished (Unix seconds).", labels=["domain"])
+        duration = HistogramMetricFamily(m.EVAL_DURATION,
+                                         "Evaluation durations.", labels=["domain"])
+        latest: dict[tuple[str, str], dict] = {}
+        last_success: dict[str, float] = {}
+        durations: dict[str, list[float]] = {}
+        for run in runs:  # oldest first
+            if run["status"] != "done":
+                continue
+            latest[(run["domain"], run["version"])] = run
+            last_success[run["domain"]] = max(last_success.get(run["domain"], 0.0),
+                                              run["finished_at"])
+            durations.setdefault(run["domain"], []).append(run["finished_at"] - run["started_at"])
+        for (domain, version), run in sorted(latest.items()):
+            doc = run["doc"]
+            for metric, value in sorted(doc.get("scores", {}).items()):
+                score.add_metric([domain, version, metric], value)
+            for c in doc.get("comparisons", []):
+                labels = [domain, version, c["metric"], c["baseline"]]
+                delta.add_metric(labels, c["delta"])
+                regression.add_metric(labels, 1.0 if c["regressed"] else 0.0)
+        for domain, at in sorted(last_success.items()):
+            last.add_metric([domain], at)
+        for domain, values in sorted(durations.items()):
+            buckets = [(repr(b), sum(1 for v in values if v <= b)) for b in EVAL_DURATION_BUCKETS]
+            buckets.append(("+Inf", len(values)))
+            duration.add_metric([domain], buckets, sum(values))
+        with self._lock:
+            self._families = [score, delta, regression, last, duration]
+
+    def collect(self):
+        with self._lock:
+            families = list(self._families)
+        yield from families
 
 
 class _Collect(Collector):

@@ -7,7 +7,8 @@ from sqlalchemy import (BigInteger, Boolean, Column, Float, Integer, LargeBinary
 # 1: offsets, domains, window buckets, rejected counts.
 # 2: + monitor_references (drift reference profiles).
 # 3: + monitor_rule_state (alert state, so a restart keeps `for:` timers and firing alerts).
-SCHEMA_VERSION = 3
+# 4: + monitor_eval_runs, monitor_eval_items (golden-set results), monitor_eval_jobs (queue).
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -68,4 +69,40 @@ rule_state = Table(
     Column("key", String(64), primary_key=True),
     Column("saved_at", Float, nullable=False),
     Column("data", LargeBinary, nullable=False),
+)
+
+# One golden-set evaluation of a domain's version: its verdict and the result
+# document of DESIGN.md §7 (`doc`, JSON), or the error that stopped it.
+eval_runs = Table(
+    "monitor_eval_runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("domain", String(128), nullable=False, index=True),
+    Column("version", String(128), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),      # done | failed
+    Column("verdict", String(16), nullable=True),      # pass | regressed (done runs)
+    Column("doc", LargeBinary, nullable=False),        # JSON: result document or error
+)
+# Per golden item and scored model ("candidate" version, or a baseline: the
+# active version's name, "base").
+eval_items = Table(
+    "monitor_eval_items", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("nll", Float, nullable=False),
+    Column("exact_match", Boolean, nullable=False),
+    Column("tokens", Integer, nullable=False),
+)
+# Evaluations waiting for the worker; they survive restarts.
+eval_jobs = Table(
+    "monitor_eval_jobs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("domain", String(128), nullable=False),
+    Column("version", String(128), nullable=True),     # null: the active version when it runs
+    Column("reason", String(256), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("state", String(16), nullable=False),       # queued | running | done | failed
+    Column("run_id", String(32), nullable=True),
 )

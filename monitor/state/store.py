@@ -155,6 +155,60 @@ class StateStore:
             raise StateError(f"state store {_redact(self.url)}: saving alert state: "
                              f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
 
+    # -- golden-set evaluations ---------------------------------------------------
+    def save_eval_run(self, run: dict, items: dict[str, list] | None = None) -> None:
+        """One evaluation: `run` has id, domain, version, started_at, finished_at,
+        status, verdict and doc (a JSON-able dict); `items` maps a scored model
+        ("candidate", a baseline name) to its `ItemScore`s. One transaction."""
+        import orjson
+
+        rows = [{"run_id": run["id"], "model": model, "item_id": score.id, "nll": score.nll,
+                 "exact_match": bool(score.exact_match), "tokens": score.tokens}
+                for model, scores in (items or {}).items() for score in scores]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(schema.eval_runs.insert().values(
+                    id=run["id"], domain=run["domain"], version=run["version"],
+                    started_at=run["started_at"], finished_at=run["finished_at"],
+                    status=run["status"], verdict=run.get("verdict"),
+                    doc=orjson.dumps(run["doc"], option=orjson.OPT_SERIALIZE_NUMPY)))
+                if rows:
+                    conn.execute(schema.eval_items.insert(), rows)
+        except SQLAlchemyError as exc:
+            raise StateError(f"state store {_redact(self.url)}: saving evaluation {run['id']}: "
+                             f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
+
+    def eval_runs(self, domain: str | None = None, status: str | None = None) -> list[dict]:
+        """Evaluation runs, oldest first, each with its decoded `doc`."""
+        import orjson
+
+        table = schema.eval_runs
+        query = select(table).order_by(table.c.finished_at, table.c.id)
+        if domain is not None:
+            query = query.where(table.c.domain == domain)
+        if status is not None:
+            query = query.where(table.c.status == status)
+        with self.engine.connect() as conn:
+            return [{**row._asdict(), "doc": orjson.loads(row.doc)} for row in conn.execute(query)]
+
+    def latest_verdicts(self) -> dict[tuple[str, str], str]:
+        """{(domain, version): verdict of its latest finished evaluation}."""
+        found: dict[tuple[str, str], str] = {}
+        for run in self.eval_runs(status="done"):
+            found[(run["domain"], run["version"])] = run["verdict"]
+        return found
+
+    def eval_items(self, run_id: str) -> dict[str, dict[str, tuple[float, bool]]]:
+        """{model: {item_id: (nll, exact_match)}} of one run."""
+        table = schema.eval_items
+        out: dict[str, dict[str, tuple[float, bool]]] = {}
+        with self.engine.connect() as conn:
+            for model, item, nll, em in conn.execute(
+                    select(table.c.model, table.c.item_id, table.c.nll, table.c.exact_match)
+                    .where(table.c.run_id == run_id)):
+                out.setdefault(model, {})[item] = (nll, bool(em))
+        return out
+
     def offsets(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(schema.offsets.c.partition, schema.offsets.c.next_offset)
