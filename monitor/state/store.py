@@ -209,6 +209,62 @@ class StateStore:
                 out.setdefault(model, {})[item] = (nll, bool(em))
         return out
 
+    # -- the evaluation job queue ---------------------------------------------------
+    def enqueue_eval(self, domain: str, version: str | None, reason: str, at: float) -> str:
+        """Queue an evaluation (version None: the active one when it runs); a job
+        already queued for the same domain and version is reused. Returns its id."""
+        import uuid
+
+        table = schema.eval_jobs
+        with self.engine.begin() as conn:
+            same = (table.c.version.is_(None) if version is None else table.c.version == version)
+            row = conn.execute(select(table.c.id).where(table.c.domain == domain, same,
+                                                        table.c.state == "queued")).first()
+            if row is not None:
+                return row[0]
+            job_id = uuid.uuid4().hex
+            conn.execute(table.insert().values(id=job_id, domain=domain, version=version,
+                                               reason=reason[:256], requested_at=at,
+                                               state="queued", run_id=None))
+            return job_id
+
+    def claim_eval_job(self) -> dict | None:
+        """The oldest queued job, marked running (None when the queue is empty). Only
+        one worker claims a job: the update checks it is still queued."""
+        table = schema.eval_jobs
+        while True:
+            with self.engine.begin() as conn:
+                row = conn.execute(select(table).where(table.c.state == "queued")
+                                   .order_by(table.c.requested_at, table.c.id).limit(1)).first()
+                if row is None:
+                    return None
+                done = conn.execute(update(table).where(table.c.id == row.id,
+                                                        table.c.state == "queued")
+                                    .values(state="running"))
+                if done.rowcount == 1:
+                    return {**row._asdict(), "state": "running"}
+
+    def finish_eval_job(self, job_id: str, state: str, run_id: str | None) -> None:
+        table = schema.eval_jobs
+        with self.engine.begin() as conn:
+            conn.execute(update(table).where(table.c.id == job_id)
+                         .values(state=state, run_id=run_id))
+
+    def requeue_running_evals(self) -> int:
+        """Jobs left running by a worker that died: queued again (at start)."""
+        table = schema.eval_jobs
+        with self.engine.begin() as conn:
+            return conn.execute(update(table).where(table.c.state == "running")
+                                .values(state="queued")).rowcount
+
+    def eval_jobs(self, state: str | None = None) -> list[dict]:
+        table = schema.eval_jobs
+        query = select(table).order_by(table.c.requested_at, table.c.id)
+        if state is not None:
+            query = query.where(table.c.state == state)
+        with self.engine.connect() as conn:
+            return [row._asdict() for row in conn.execute(query)]
+
     def offsets(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(schema.offsets.c.partition, schema.offsets.c.next_offset)
