@@ -77,6 +77,8 @@ class Daemon:
         self.adapters = ActiveAdapters()
         self.evals = EvalResults()
         self._evals_at = 0.0
+        self.eval_worker = None
+        self.eval_scheduler = None
         self.dispatcher = None
         self.metrics_registry = None  # prometheus_client's, for /metrics and rule scrapes
         self._reload_requested = threading.Event()
@@ -110,7 +112,39 @@ class Daemon:
             return False
         self.adapters.registry = registry
         log.info("adapter registry %s: %d domain(s)", self.registry_path, len(registry.domains))
+        self._schedule_evals()
         return True
+
+    # -- golden-set evaluations (the worker process does them) ------------------
+    def _start_evals(self) -> None:
+        """Jobs left running by a dead worker go back in the queue; with a registry
+        and a shared (file or server) store, start the worker and the schedules."""
+        from monitor.eval.schedule import EvalScheduler
+        from monitor.eval.worker import WorkerProcess
+
+        requeued = self.store.requeue_running_evals()
+        if requeued:
+            log.info("%d evaluation job(s) queued again after a restart", requeued)
+        in_memory = self.config.state.url in ("sqlite://", "sqlite:///:memory:")
+        if self.adapters.registry is None or in_memory:  # a worker could not see the results
+            return
+        self.eval_scheduler = EvalScheduler(self.store)
+        self.eval_scheduler.start()
+        self._schedule_evals()
+        self.eval_worker = WorkerProcess(self.config, str(self.registry_path))
+        self.eval_worker.start()
+
+    def _schedule_evals(self) -> None:
+        """Cron schedules of the registry; new versions queued for evaluation."""
+        from monitor.eval.schedule import enqueue_new_versions
+
+        registry = self.adapters.registry
+        if self.eval_scheduler is None or registry is None:
+            return
+        self.eval_scheduler.apply(registry)
+        queued = enqueue_new_versions(self.store, registry, self.clock())
+        for domain, version in queued:
+            log.info("domain %s: new version %s queued for golden-set evaluation", domain, version)
 
     def reload(self) -> tuple[bool, list[str]]:
         """Reload the rule files and the adapter registry, each all or nothing
@@ -185,6 +219,7 @@ class Daemon:
         if restored:
             log.info("restored %d alert(s) from the state store", restored)
         self.dispatcher.start()
+        self._start_evals()
         self._state_loaded = True
         log.info("state loaded: %d domain(s), %d partition offset(s)",
                  len(stored.records_total), len(self.offsets))
@@ -265,6 +300,8 @@ class Daemon:
             # Results written by `monitor eval` or the eval worker, into the same store.
             self.evals.refresh(self.store)
             self._evals_at = time.monotonic()
+            if self.eval_worker is not None:
+                self.eval_worker.ensure_running()
         self._evaluate_rules()
 
     def _evaluate_rules(self) -> None:
@@ -374,6 +411,10 @@ class Daemon:
             steps += [("http", self.http.shutdown), ("http", self.http.server_close)]
         if self.dispatcher is not None:
             steps.append(("alert delivery", self.dispatcher.close))
+        if self.eval_scheduler is not None:
+            steps.append(("eval scheduler", self.eval_scheduler.shutdown))
+        if self.eval_worker is not None:
+            steps.append(("eval worker", self.eval_worker.stop))
         if self.store is not None:
             steps.append(("state store", self.store.close))
         if self.embedder is not None:
