@@ -34,3 +34,10 @@ class RecordError(MonitorError, ValueError):
 
 class StateError(MonitorError, RuntimeError):
     """The state store is unusable (wrong schema version, unreachable database)."""
+
+
+def yaml_error_where(exc) -> tuple[str, str]:
+    """(" line:col:" or "", the problem) of a PyYAML error, for file: messages."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" {mark.line + 1}:{mark.column + 1}:" if mark else ""
+    return where, getattr(exc, "problem", None) or str(exc)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, yaml_error_where
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # base models, domains, versions
 KINDS = ("lora", "full")
@@ -95,9 +95,7 @@ def load_registry(path: str | os.PathLike) -> Registry:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" {mark.line + 1}:{mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        where, problem = yaml_error_where(exc)
         raise RegistryError([f"{file}:{where} not valid YAML: {problem}"], file) from None
     root = absolute.parent.resolve()
     reader = _Reader(file, root)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from monitor.errors import yaml_error_where
 from monitor.rules import template
 from monitor.rules.promql import PromQLError, Query, UnsupportedError, compile_expr
 
@@ -148,9 +149,7 @@ def load_file(path: str | Path, default_interval_ms: int = 60_000, *,
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" {mark.line + 1}:{mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        where, problem = yaml_error_where(exc)
         return [], [f"{name}:{where} yaml: {problem}"]
     return _Validator(name, default_interval_ms, retention_ms).document(root)
 
