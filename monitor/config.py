@@ -335,6 +335,7 @@ class EvalConfig(_Section):
     """Golden-set evaluation (docs/evaluation.md)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"        # auto: cuda when available
     max_batch_tokens: int = Field(16384, gt=0)             # padded tokens per batch (halved on OOM)
+    threads: int | None = Field(None, gt=0)                # CPU threads of torch (None: all cores)
     confidence: float = Field(0.95, gt=0, lt=1)            # of the paired intervals
     nll_margin: float = Field(0.0, ge=0)                   # tolerated NLL increase (nats/token)
     exact_match_margin: float = Field(0.0, ge=0)           # tolerated exact-match drop (share)

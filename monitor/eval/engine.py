@@ -39,6 +39,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -82,12 +83,13 @@ class Evaluator:
     """Scores golden items with one base model, loaded once, and whatever is put on it.
 
     `progress(done, total)` is called after every batch with rows scored so far
-    in the current call. `oom_halvings` counts the batches halved after an
+    in the current call. `threads` caps torch's CPU threads (process-wide; None
+    leaves torch's default, one per core). `oom_halvings` counts the batches halved after an
     out-of-memory error, over the evaluator's life.
     """
 
     def __init__(self, base_model_path, *, device: str = "auto", dtype: str | None = None,
-                 max_batch_tokens: int = 16384,
+                 max_batch_tokens: int = 16384, threads: int | None = None,
                  progress: Callable[[int, int], None] | None = None):
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
@@ -95,17 +97,26 @@ class Evaluator:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or None, got {dtype!r}")
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1 (or None for torch's default), "
+                             f"got {threads}")
         import torch
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a daemon's stderr is a log, not a terminal
+        # peft 0.21 calls a transformers method deprecated in 5.x on every adapter
+        # load: noise on a user's terminal, nothing they can act on.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
         default = "bfloat16" if self.device.type == "cuda" else "float32"
         self.dtype = getattr(torch, DTYPES[dtype] if dtype else default)
         self.max_batch_tokens = max_batch_tokens

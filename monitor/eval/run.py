@@ -80,7 +80,7 @@ def evaluate_version(registry: Registry, domain: str, version: str | None = None
         from monitor.eval.engine import Evaluator
 
         evaluator = Evaluator(registry.base_models[dom.base_model].path, device=config.device,
-                              max_batch_tokens=config.max_batch_tokens)
+                              max_batch_tokens=config.max_batch_tokens, threads=config.threads)
     models = [("candidate", version)] + [(b, b) for b in baselines]
     if config.compare_with_base:
         models.append(("base", None))

@@ -101,7 +101,8 @@ def _default_factory(config: Config) -> Callable:
         from monitor.eval.engine import Evaluator
 
         return Evaluator(base_path, device=config.eval.device,
-                         max_batch_tokens=config.eval.max_batch_tokens)
+                         max_batch_tokens=config.eval.max_batch_tokens,
+                         threads=config.eval.threads)
 
     return factory
 

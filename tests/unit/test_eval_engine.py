@@ -419,6 +419,17 @@ def test_bad_arguments_are_refused_before_loading_anything(world):
         Evaluator(world["base"], max_batch_tokens=0)
     with pytest.raises(ValueError, match="device"):
         Evaluator(world["base"], device="tpu")
+    with pytest.raises(ValueError, match="threads"):
+        Evaluator(world["base"], threads=0)
+
+
+def test_threads_caps_torchs_cpu_threads(world):
+    torch.set_num_threads(2)
+    try:
+        with Evaluator(world["base"], device="cpu", threads=1):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)  # the module's setting (one_thread)
 
 
 def test_a_closed_evaluator_refuses_to_score(world):

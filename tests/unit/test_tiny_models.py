@@ -34,11 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> tiny.TinyModels:
-    cached = REPO / ".cache" / "tiny"
-    if tiny._stamp_ok(cached):
-        return tiny.build(cached, log=lambda line: None)
-    return tiny.build(tmp_path_factory.mktemp("tiny") / "tiny")
+def models(tiny_models) -> tiny.TinyModels:
+    return tiny_models
 
 
 def golden(models, domain: str) -> list[dict]:
