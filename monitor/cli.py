@@ -16,7 +16,7 @@ import orjson
 
 from monitor import __version__
 from monitor.config import load_config
-from monitor.errors import ConfigError, StateError
+from monitor.errors import ConfigError, MonitorError, StateError
 from monitor.logs import configure_logging
 
 log = logging.getLogger("monitor")
@@ -37,12 +37,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="rule file or folder (repeatable; default: rules.paths, rules/)")
     run.add_argument("--registry", metavar="PATH",
                      help="adapter registry (default: registry.path, adapters/registry.yaml)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="record what actions would do, change nothing (actions.dry_run)")
 
     rp = sub.add_parser("replay", parents=[common],
                         help="run the pipeline over a JSONL file in event time")
     rp.add_argument("file", metavar="FILE.jsonl")
     rp.add_argument("--json-out", metavar="F", help="write the result document to F ('-' = stdout)")
     rp.add_argument("--rules", metavar="PATH", help="rule file or folder (default rules/)")
+    rp.add_argument("--apply", action="store_true",
+                    help="execute the actions the alerts ask for (default: report them as dry_run)")
+    rp.add_argument("--registry", metavar="PATH",
+                    help="adapter registry (default: registry.path, adapters/registry.yaml)")
 
     rules = sub.add_parser("rules", help="check rule files, run their unit tests (promtool's formats)")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -70,6 +76,36 @@ def _parser() -> argparse.ArgumentParser:
                       help="every domain and version, with the active one marked")
     ads = ad_sub.add_parser("show", parents=[common, registry_arg], help="one domain in detail")
     ads.add_argument("domain", metavar="D")
+    dry = argparse.ArgumentParser(add_help=False)
+    dry.add_argument("--dry-run", action="store_true", help="record what would change, change nothing")
+    adr = ad_sub.add_parser("rollback", parents=[common, registry_arg, dry],
+                            help="make the last good version active (audited, announced)")
+    adr.add_argument("domain", metavar="D")
+    adr.add_argument("--to", metavar="V", help="roll back to this version")
+    adp = ad_sub.add_parser("promote", parents=[common, registry_arg, dry],
+                            help="make V active if its golden-set verdict against the active "
+                                 "version is pass (evaluated now when missing)")
+    adp.add_argument("domain", metavar="D")
+    adp.add_argument("version", metavar="V")
+    adp.add_argument("--force", action="store_true",
+                     help="promote even when regressed (audited)")
+
+    act = sub.add_parser("actions", help="actions: list, approve, reject")
+    act_sub = act.add_subparsers(dest="actions_command", required=True, metavar="ACTION")
+    acl = act_sub.add_parser("list", parents=[common], help="pending actions (--all: every one)")
+    acl.add_argument("--all", action="store_true", help="every action, newest first")
+    acl.add_argument("--domain", metavar="D")
+    acl.add_argument("--limit", type=int, default=50, metavar="N")
+    acl.add_argument("--json", action="store_true")
+    for name, text in (("approve", "approve a pending action: it executes now"),
+                       ("reject", "reject a pending action")):
+        one = act_sub.add_parser(name, parents=[common, registry_arg], help=text)
+        one.add_argument("id", metavar="ID")
+
+    aud = sub.add_parser("audit", parents=[common], help="the audit log of actions and approvals")
+    aud.add_argument("--domain", metavar="D")
+    aud.add_argument("--limit", type=int, default=None, metavar="N", help="the newest N entries")
+    aud.add_argument("--json", action="store_true")
 
     ref = sub.add_parser("reference", help="drift reference profiles (build, show)")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
@@ -114,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except StateError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return 2
+    except MonitorError as exc:  # a registry that cannot be written, a lock not acquired...
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -121,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args, config) -> int:
     from monitor.daemon import Daemon
 
+    if args.dry_run:
+        config = config.model_copy(update={
+            "actions": config.actions.model_copy(update={"dry_run": True})})
     daemon = Daemon(config, rule_paths=args.rules, registry_path=args.registry)
     try:
         daemon.start_http()
@@ -149,6 +191,11 @@ def _verdicts(config) -> dict:
 
 def cmd_adapters(args, config) -> int:
     from monitor.registry import describe_domain, format_table, load_registry
+
+    if args.adapters_command in ("rollback", "promote"):
+        from monitor.actions.commands import cmd_change
+
+        return cmd_change(args, config)
 
     registry = load_registry(args.registry or config.registry.path)  # RegistryError: exit 2
     verdicts = _verdicts(config)
@@ -439,7 +486,19 @@ def cmd_broker(args, config) -> int:
     return 0
 
 
+def cmd_actions(args, config) -> int:
+    from monitor.actions.commands import cmd_actions as run
+
+    return run(args, config)
+
+
+def cmd_audit(args, config) -> int:
+    from monitor.actions.commands import cmd_audit as run
+
+    return run(args, config)
+
+
 _COMMANDS = {"run": cmd_run, "replay": cmd_replay, "rules": cmd_rules, "adapters": cmd_adapters,
-             "eval": cmd_eval,
+             "eval": cmd_eval, "actions": cmd_actions, "audit": cmd_audit,
              "reference": cmd_reference,
              "report": cmd_report, "broker": cmd_broker}

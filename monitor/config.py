@@ -343,6 +343,45 @@ class EvalConfig(_Section):
     compare_with_base: bool = True                         # also compare with the base model
 
 
+class ServingHookConfig(_Section):
+    """Told of every change of a domain's active version (docs/actions.md)."""
+    url: str | None = None                                  # None: no serving hook
+    preset: Literal["generic", "vllm"] = "generic"          # vllm: its dynamic LoRA endpoints
+    timeout_seconds: float = Field(10.0, gt=0)
+    # The bearer token comes from MONITOR_SERVING_HOOK_TOKEN, never from the file.
+    token: SecretStr | None = Field(None, exclude=True)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value) if value else None
+
+
+class RetrainConfig(_Section):
+    """Where retrain requests go and what they carry (docs/actions.md)."""
+    topic: str | None = "retrain-requests"                  # None: no topic
+    webhook: str | None = None                              # POSTed the request as JSON
+    command: list[str] = []                                 # run with the request on stdin
+    snapshot_dir: str = "retrain-snapshots"                 # JSONL snapshots of recent records
+    snapshot_records: int = Field(1000, gt=0)               # per domain, kept in memory
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value) if value else None
+
+
+class ActionsConfig(_Section):
+    """Actions taken when an alert with an `action` label fires (docs/actions.md)."""
+    enabled: bool = True
+    dry_run: bool = False                                   # record what would happen, change nothing
+    cooldown_seconds: float = Field(3600.0, ge=0)           # per domain and action
+    control_topic: str | None = "adapter-control"           # None: no control events on Kafka
+    create_topics: bool = True                              # create the control and retrain topics
+    serving_hook: ServingHookConfig = ServingHookConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     state: StateConfig = StateConfig()
@@ -355,6 +394,7 @@ class Config(_Section):
     alerting: AlertingConfig = AlertingConfig()
     registry: RegistryConfig = RegistryConfig()
     eval: EvalConfig = EvalConfig()
+    actions: ActionsConfig = ActionsConfig()
 
 
 # Environment variable -> (section, field). Secrets appear only here.
@@ -367,8 +407,10 @@ ENVIRONMENT = {
     "MONITOR_STATE_URL": ("state", "url"),
     "MONITOR_HTTP_ADDRESS": ("http", "address"),
     "MONITOR_API_TOKEN": ("http", "api_token"),
+    "MONITOR_SERVING_HOOK_TOKEN": ("actions.serving_hook", "token"),
 }
-_SECRET_FIELDS = {("kafka", "sasl_username"), ("kafka", "sasl_password"), ("http", "api_token")}
+_SECRET_FIELDS = {("kafka", "sasl_username"), ("kafka", "sasl_password"), ("http", "api_token"),
+                  ("actions.serving_hook", "token")}
 
 
 def load_config(path: str | os.PathLike | None = None, environ: dict | None = None) -> Config:
@@ -392,16 +434,17 @@ def load_config(path: str | os.PathLike | None = None, environ: dict | None = No
 
     problems: list[str] = []
     for section, field in sorted(_SECRET_FIELDS):
-        if isinstance(data.get(section), dict) and field in data[section]:
+        found = _section(data, section)
+        if found is not None and field in found:
             env = next(k for k, v in ENVIRONMENT.items() if v == (section, field))
             problems.append(f"{section}.{field}: secrets are not read from files; set {env}")
-            del data[section][field]
+            del found[field]
     for variable, (section, field) in ENVIRONMENT.items():
         if environ.get(variable):
-            data.setdefault(section, {})
-            if isinstance(data[section], dict):
-                data[section][field] = environ[variable]
-                lines[(section, field)] = f"from {variable}"
+            found = _section(data, section, create=True)
+            if found is not None:
+                found[field] = environ[variable]
+                lines[(*section.split("."), field)] = f"from {variable}"
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -411,6 +454,18 @@ def load_config(path: str | os.PathLike | None = None, environ: dict | None = No
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def _section(data: dict, dotted: str, create: bool = False) -> dict | None:
+    """The mapping at `dotted` ("actions.serving_hook") in the file's data, or None
+    when it is missing (made empty with `create`) or not a mapping."""
+    for name in dotted.split("."):
+        if create and name not in data:
+            data[name] = {}
+        data = data.get(name) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+    return data
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict, dict]:

@@ -175,6 +175,31 @@ class EvalResults:
         yield from families
 
 
+class ActionCounts:
+    """`monitor_actions_total{domain, action, outcome}` from the actions in the
+    state store (so it survives restarts); `refresh(actions)` from the loop."""
+
+    def __init__(self):
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self, actions) -> None:
+        counts = actions.counts()
+        with self._lock:
+            self._counts = counts
+
+    def collect(self):
+        family = CounterMetricFamily(m.ACTIONS_TOTAL.removesuffix("_total"),
+                                     "Actions by outcome (executed, dry_run, pending_approval, "
+                                     "skipped_cooldown, rejected, failed).",
+                                     labels=["domain", "action", "outcome"])
+        with self._lock:
+            counts = dict(self._counts)
+        for (domain, action, outcome), count in sorted(counts.items()):
+            family.add_metric([domain, action, outcome], count)
+        yield family
+
+
 class _Collect(Collector):
     """Adapts any object with a `collect()` generator (rule engine, delivery)."""
 

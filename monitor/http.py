@@ -2,7 +2,9 @@
 
 One port, 127.0.0.1:9464 by default, served from a background thread:
 `GET /metrics`, `GET /-/healthy`, `GET /-/ready`, `GET /api/v1/alerts`
-(Prometheus' shape) and `POST /-/reload`. Mutating endpoints need
+(Prometheus' shape), `POST /-/reload`, `GET /api/v1/actions` (pending ones;
+`?status=all` or a status, `&domain=D`) and `POST /api/v1/actions/{id}/approve`
+or `/reject` (docs/actions.md). Mutating endpoints need
 `Authorization: Bearer $MONITOR_API_TOKEN`; without a token configured they
 answer 403 (disabled), with a wrong or missing one 401.
 """
@@ -28,8 +30,11 @@ class MonitorHTTPServer(ThreadingHTTPServer):
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  ready: Callable[[], tuple[bool, str]], *,
                  reload: Callable[[], tuple[bool, list[str]]] | None = None,
-                 alerts: Callable[[], list[dict]] | None = None, token: str | None = None):
+                 alerts: Callable[[], list[dict]] | None = None, token: str | None = None,
+                 actions: Callable[[], object] | None = None):
+        """`actions()` gives the daemon's ActionService (None until state is loaded)."""
         self.registry = registry
+        self.actions = actions
         self.ready = ready
         self.reload = reload
         self.alerts = alerts
@@ -63,6 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200 if ok else 503, (why + "\n").encode())
         elif path == "/api/v1/alerts" and self.server.alerts is not None:
             self._json(200, {"status": "success", "data": {"alerts": self.server.alerts()}})
+        elif path == "/api/v1/actions" and self.server.actions is not None:
+            self._list_actions()
         else:
             self._reply(404, b"Not found. Try /metrics, /-/healthy, /-/ready or /api/v1/alerts.\n")
 
@@ -83,8 +90,59 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 body = "Rules not reloaded; the previous rules keep running.\n" + "\n".join(errors)
                 self._reply(500, (body + "\n").encode())
+        elif (path.startswith("/api/v1/actions/") and path.endswith(("/approve", "/reject"))
+              and self.server.actions is not None):
+            if not self._authorized():
+                return
+            action_id, _, verb = path.removeprefix("/api/v1/actions/").rpartition("/")
+            self._decide(action_id, verb)
         else:
-            self._reply(404, b"Not found. POST /-/reload.\n")
+            self._reply(404, b"Not found. POST /-/reload or /api/v1/actions/{id}/approve.\n")
+
+    def _service(self):
+        service = self.server.actions()
+        if service is None:
+            self._json(503, {"status": "error", "error": "not ready: loading state"})
+        return service
+
+    def _list_actions(self) -> None:
+        from urllib.parse import parse_qs
+
+        from monitor.actions import model as m
+        from monitor.actions.commands import public
+
+        service = self._service()
+        if service is None:
+            return
+        query = parse_qs(self.path.partition("?")[2])
+        status = query.get("status", [m.PENDING_APPROVAL])[0]
+        if status != "all" and status not in m.STATUSES:
+            self._json(400, {"status": "error", "error": f"unknown status {status!r} (all, "
+                                                         f"{', '.join(m.STATUSES)})"})
+            return
+        rows = service.actions.list(status=None if status == "all" else status,
+                                    domain=query.get("domain", [None])[0], limit=500)
+        self._json(200, {"status": "success", "data": {"actions": [public(a) for a in rows]}})
+
+    def _decide(self, action_id: str, verb: str) -> None:
+        from monitor.actions.commands import public
+        from monitor.actions.model import ActionError
+
+        service = self._service()
+        if service is None:
+            return
+        actor = "token:api"
+        try:
+            action = (service.approve if verb == "approve" else service.reject)(action_id, actor)
+        except ActionError as exc:
+            status = {"not_found": 404, "not_pending": 409, "conflict": 409}.get(exc.reason, 422)
+            doc = {"status": "error", "error": str(exc)}
+            found = service.actions.get(action_id) if exc.reason not in ("not_found",) else None
+            if found is not None:
+                doc["data"] = public(found)
+            self._json(status, doc)
+            return
+        self._json(200, {"status": "success", "data": public(action)})
 
     def _authorized(self) -> bool:
         token = self.server.token

@@ -26,7 +26,7 @@ from monitor.rules.engine import RuleEngine
 from monitor.rules.manager import metric_samples
 from monitor.ingest.dlq import MemoryDeadLetters
 from monitor.ingest.file import read_jsonl
-from monitor.drift.evaluate import DriftEvaluation
+from monitor.drift.evaluate import DriftEvaluation, drift_by_domain
 from monitor.pipeline import Pipeline, Snapshot
 from monitor.timestamps import rfc3339
 
@@ -58,25 +58,6 @@ class ReplayResult:
             "alerts": list(self.alerts),
             "actions": list(self.actions),
         }
-
-
-def drift_by_domain(evaluation: DriftEvaluation | None) -> dict:
-    """{domain: {feature: decision and scores}} of one evaluation, JSON-able."""
-    if evaluation is None:
-        return {}
-    out: dict = {}
-    for d in evaluation.decisions:
-        out.setdefault(d.domain, {})[d.feature] = {
-            "detected": d.detected, "reason": d.reason, "samples": d.samples,
-            "effect": d.rule.effect, "threshold": d.rule.threshold, "test": d.rule.test,
-            "alpha": d.rule.alpha, "adjusted_pvalue": d.adjusted_pvalue,
-            "scores": {}, "pvalues": {}}
-    for r in evaluation.results:
-        feature = out[r.domain][r.feature]
-        feature["scores"][r.method] = r.score
-        if r.pvalue is not None:
-            feature["pvalues"][r.method] = r.pvalue
-    return out
 
 
 def _reference(reference) -> dict | None:
@@ -184,7 +165,8 @@ def replay(path: str, config: Config, examples: int = 20, embedder=None,
     dead_letters = MemoryDeadLetters(limit=examples)
     for batch in read_jsonl(path):
         for message in batch:
-            error = pipeline.process(message.value)
+            # Lineage of a file: partition 0, the 0-based line number as the offset.
+            error = pipeline.process(message.value, 0, message.offset - 1)
             if error is not None:
                 dead_letters.send(message, error)
     if pipeline.windows.domains:

@@ -210,3 +210,22 @@ def _run_mmd(features: list[_Feature], cfg, at: float, tests: int) -> None:
                 f.stats[method.name] = method.func(*f.embeddings, permutations=permutations,
                                                    seed=seed)
         f.embeddings = None
+
+
+def drift_by_domain(evaluation: "DriftEvaluation | None") -> dict:
+    """{domain: {feature: decision and scores}} of one evaluation, JSON-able."""
+    if evaluation is None:
+        return {}
+    out: dict = {}
+    for d in evaluation.decisions:
+        out.setdefault(d.domain, {})[d.feature] = {
+            "detected": d.detected, "reason": d.reason, "samples": d.samples,
+            "effect": d.rule.effect, "threshold": d.rule.threshold, "test": d.rule.test,
+            "alpha": d.rule.alpha, "adjusted_pvalue": d.adjusted_pvalue,
+            "scores": {}, "pvalues": {}}
+    for r in evaluation.results:
+        feature = out[r.domain][r.feature]
+        feature["scores"][r.method] = r.score
+        if r.pvalue is not None:
+            feature["pvalues"][r.method] = r.pvalue
+    return out

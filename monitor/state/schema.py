@@ -8,7 +8,8 @@ from sqlalchemy import (BigInteger, Boolean, Column, Float, Integer, LargeBinary
 # 2: + monitor_references (drift reference profiles).
 # 3: + monitor_rule_state (alert state, so a restart keeps `for:` timers and firing alerts).
 # 4: + monitor_eval_runs, monitor_eval_items (golden-set results), monitor_eval_jobs (queue).
-SCHEMA_VERSION = 4
+# 5: + monitor_actions, monitor_audit, monitor_outbox (rollback, retrain, re-evaluate).
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -105,4 +106,50 @@ eval_jobs = Table(
     Column("requested_at", Float, nullable=False),
     Column("state", String(16), nullable=False),       # queued | running | done | failed
     Column("run_id", String(32), nullable=True),
+)
+
+# One action (rollback, retrain, reevaluate, promote): from a firing alert (`key`
+# names the firing, so it acts once), the command line or the HTTP API.
+actions = Table(
+    "monitor_actions", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key", String(64), nullable=True, unique=True),  # the alert firing; null: by hand
+    Column("domain", String(128), nullable=False, index=True),
+    Column("action", String(32), nullable=False),
+    # pending_approval | executing | executed | dry_run | skipped_cooldown | rejected | failed
+    Column("status", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("actor", String(256), nullable=False),          # rule:NAME, cli:USER, token:api
+    Column("doc", LargeBinary, nullable=False),             # JSON: reason, params, plan, result
+)
+# Every action and decision, append-only: who, why, what changed, when, outcome.
+audit = Table(
+    "monitor_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("event", String(32), nullable=False),            # the action, approve, reject
+    Column("action_id", String(32), nullable=True),
+    Column("domain", String(128), nullable=False, index=True),
+    Column("outcome", String(32), nullable=False),
+    Column("doc", LargeBinary, nullable=False),             # JSON: why and what changed
+)
+# Messages to publish (control events, serving-hook calls, retrain requests):
+# written in the transaction that records the change, published after it.
+outbox = Table(
+    "monitor_outbox", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("action_id", String(32), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),                 # order within the action
+    Column("created_at", Float, nullable=False),
+    Column("kind", String(16), nullable=False),             # kafka | http | command
+    Column("target", String(1024), nullable=False),         # topic, URL or hook name
+    Column("payload", LargeBinary, nullable=False),         # JSON
+    Column("state", String(16), nullable=False),            # held | pending | published | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float, nullable=True),
+    Column("published_at", Float, nullable=True),
+    Column("last_error", String(1024), nullable=True),
 )

@@ -84,7 +84,7 @@ class StateStore:
                 conn.execute(schema.meta.insert().values(key="schema_version",
                                                          value=str(SCHEMA_VERSION)))
             elif int(row[0]) < SCHEMA_VERSION:
-                # 1 -> 2 -> 3 only added tables, which create_all has just made.
+                # 1 -> ... -> 5 only added tables, which create_all has just made.
                 conn.execute(update(schema.meta).where(schema.meta.c.key == "schema_version")
                              .values(value=str(SCHEMA_VERSION)))
 

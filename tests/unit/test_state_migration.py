@@ -86,8 +86,8 @@ def v1_path(tmp_path):
     return path
 
 
-def test_the_current_schema_version_is_4():
-    assert SCHEMA_VERSION == 4
+def test_the_current_schema_version_is_5():
+    assert SCHEMA_VERSION == 5
 
 
 def test_a_version_1_store_opens_and_keeps_its_rows(v1_path):
@@ -105,14 +105,15 @@ def test_a_version_1_store_opens_and_keeps_its_rows(v1_path):
     assert state.references == {}
 
 
-def test_a_version_1_store_gains_the_new_tables_and_reports_version_4(v1_path):
+def test_a_version_1_store_gains_the_new_tables_and_reports_version_5(v1_path):
     assert "monitor_references" not in tables(v1_path)
 
     StateStore(f"sqlite:///{v1_path}").close()
 
     assert {"monitor_references", "monitor_rule_state", "monitor_eval_runs", "monitor_eval_items",
-            "monitor_eval_jobs"} <= set(tables(v1_path))
-    assert schema_version(v1_path) == "4"
+            "monitor_eval_jobs", "monitor_actions", "monitor_audit",
+            "monitor_outbox"} <= set(tables(v1_path))
+    assert schema_version(v1_path) == "5"
 
 
 def test_a_migrated_store_keeps_rule_state(v1_path):
@@ -146,28 +147,28 @@ def test_migrating_twice_changes_nothing(v1_path):
     finally:
         store.close()
 
-    assert schema_version(v1_path) == "4"
+    assert schema_version(v1_path) == "5"
     with sqlite3.connect(v1_path) as conn:
         assert conn.execute("SELECT count(*) FROM monitor_meta").fetchone() == (1,)
     conn.close()
 
 
 def test_a_newer_schema_version_is_refused(tmp_path):
-    path = tmp_path / "v5.db"
-    create_store(path, 5)
+    path = tmp_path / "v6.db"
+    create_store(path, 6)
 
-    with pytest.raises(StateError, match="schema version 5, newer than this monitor's 4"):
+    with pytest.raises(StateError, match="schema version 6, newer than this monitor's 5"):
         StateStore(f"sqlite:///{path}")
 
-    assert schema_version(path) == "5"
+    assert schema_version(path) == "6"
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT next_offset FROM monitor_offsets").fetchall() == [(1234,)]
     conn.close()
 
 
 def test_a_refused_newer_store_is_left_untouched(tmp_path):
-    path = tmp_path / "v5.db"
-    create_store(path, 5)
+    path = tmp_path / "v6.db"
+    create_store(path, 6)
     before = tables(path)
 
     with pytest.raises(StateError):

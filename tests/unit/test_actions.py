@@ -1,0 +1,350 @@
+"""Actions (monitor.actions): decisions from alerts, cooldown, approvals, dry
+run, the registry change and its crash recovery, the outbox and its publisher,
+the promotion gate and the commands. A real SQLite store and a real registry
+file; Kafka is replaced by an in-memory sink here (the integration tests use
+the real broker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from monitor.actions import model as m
+from monitor.actions.execute import Executor, rollback_target
+from monitor.actions.model import ActionError
+from monitor.actions.publish import Publisher
+from monitor.actions.service import ActionService
+from monitor.actions.store import ActionStore
+from monitor.config import ActionsConfig, Config, StateConfig
+from monitor.registry import load_registry
+from monitor.state import StateStore
+
+REGISTRY = """\
+# the team's registry: comments stay
+base_models:
+  tiny: {{path: base}}
+domains:
+  legal:
+    base_model: tiny
+    kind: lora
+    active: {active}   # served now
+    golden_set: legal/golden.jsonl
+    versions:
+      v1: {{path: legal/v1, status: good}}
+      v2: {{path: legal/v2}}
+      v3: {{path: legal/v3}}
+"""
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class FakeAlert:
+    labels: tuple
+    active_at: int
+    value: float = 0.5
+    fired_at: int | None = None
+    state: str = "firing"
+
+
+def alert(action="rollback", active_at=1_000_000_000, **labels) -> tuple:
+    merged = {"alertname": "GoldenRegression", "domain": "legal", "action": action, **labels}
+    return (None, FakeAlert(tuple(sorted(merged.items())), active_at, fired_at=active_at))
+
+
+@dataclass
+class MemoryKafka:
+    sent: list = field(default_factory=list)
+    fail: bool = False
+
+    def send(self, topic, key, value):
+        from monitor.actions.hooks import DeliveryError
+
+        if self.fail:
+            raise DeliveryError(f"topic {topic}: broker down")
+        self.sent.append((topic, key, value))
+
+    def contains(self, topic, event_id):
+        return any(t == topic and v["id"] == event_id for t, _k, v in self.sent)
+
+    def close(self):
+        pass
+
+
+def write_registry(root, active="v2"):
+    for version in ("v1", "v2", "v3"):
+        (root / "legal" / version).mkdir(parents=True, exist_ok=True)
+    (root / "base").mkdir(exist_ok=True)
+    (root / "legal" / "golden.jsonl").write_text('{"id": "1", "prompt": "p", "reference": "r"}\n')
+    path = root / "registry.yaml"
+    path.write_text(REGISTRY.format(active=active))
+    return path
+
+
+def verdict(state, version, value, against="v1", at=1.0):
+    state.save_eval_run({"id": f"run-{version}-{at}", "domain": "legal", "version": version,
+                         "started_at": at, "finished_at": at, "status": "done",
+                         "verdict": value,
+                         "doc": {"comparisons": [{"baseline": against, "metric": "nll",
+                                                  "regressed": value == "regressed"}]}})
+
+
+@pytest.fixture
+def world(tmp_path):
+    registry = write_registry(tmp_path)
+    config = Config(state=StateConfig(url=f"sqlite:///{tmp_path}/state.db"))
+    state = StateStore(config.state.url)
+    actions = ActionStore(state)
+    clock = Clock()
+    kafka = MemoryKafka()
+    publisher = Publisher(actions, config, kafka=kafka, clock=clock)
+    changes = []
+    executor = Executor(actions, config, registry, clock=clock, publisher=publisher,
+                        on_change=lambda *change: changes.append(change))
+    contexts = []
+
+    def context(domain, action_id, write):
+        contexts.append((domain, action_id, write))
+        return {"statistics": {"drift": {}}, "lineage": None,
+                "snapshot": {"path": None, "records": 0}}
+
+    service = ActionService(actions, executor, config.actions, clock=clock,
+                            retrain_context=context)
+    verdict(state, "v1", "pass")
+    verdict(state, "v2", "regressed")
+
+    class World:
+        pass
+
+    w = World()
+    w.__dict__.update(registry=registry, config=config, state=state, actions=actions,
+                      clock=clock, kafka=kafka, publisher=publisher, executor=executor,
+                      service=service, changes=changes, contexts=contexts, root=tmp_path)
+    yield w
+    state.close()
+
+
+def active(w) -> str:
+    return load_registry(w.registry).domains["legal"].active
+
+
+# -- from alerts ---------------------------------------------------------------------------
+def test_a_regression_alert_rolls_back_once_and_everything_agrees(world):
+    [action] = world.service.on_alerts([alert()])
+
+    assert action["status"] == m.EXECUTED
+    assert action["doc"]["result"] == {"from": "v2", "to": "v1"}
+    assert active(world) == "v1"
+    text = world.registry.read_text()
+    assert "# the team's registry: comments stay" in text and "# served now" in text
+    assert world.changes == [("legal", "v2", "v1")]
+    assert world.publisher.publish_due() == 1
+    [(topic, key, event)] = world.kafka.sent
+    assert (topic, key) == ("adapter-control", "legal")
+    assert {k: event[k] for k in ("id", "domain", "from", "to", "reason")} == {
+        "id": action["id"], "domain": "legal", "from": "v2", "to": "v1", "reason": "rollback"}
+    assert event["alert"]["alertname"] == "GoldenRegression"
+    [entry] = world.actions.audit_log("legal")
+    assert (entry["event"], entry["outcome"], entry["actor"]) == (
+        "rollback", "executed", "rule:GoldenRegression")
+    assert entry["doc"]["what"] == {"active": {"from": "v2", "to": "v1"}}
+    assert entry["doc"]["why"]["alert"]["value"] == 0.5
+
+    # The alert keeps firing (and the service restarts): nothing more happens.
+    assert world.service.on_alerts([alert()]) == []
+    fresh = ActionService(world.actions, world.executor, world.config.actions, clock=world.clock)
+    assert fresh.on_alerts([alert()]) == []
+    assert world.publisher.publish_due() == 0
+    assert len(world.actions.list()) == 1 and active(world) == "v1"
+
+
+def test_a_new_firing_within_the_cooldown_is_skipped(world):
+    world.service.on_alerts([alert()])
+    world.clock.t += 600
+    [skipped] = world.service.on_alerts([alert(active_at=1_000_600_000)])
+
+    assert skipped["status"] == m.SKIPPED_COOLDOWN
+    assert "cooldown 3600s" in skipped["doc"]["skipped"]
+    assert active(world) == "v1"
+    assert [e["outcome"] for e in world.actions.audit_log("legal")] == ["executed",
+                                                                        "skipped_cooldown"]
+    world.clock.t += 3600
+    [third] = world.service.on_alerts([alert(active_at=1_004_200_000)])
+    assert third["status"] == m.FAILED  # v1 is active, no other passing version: nothing to do
+    assert third["doc"]["error"].startswith("domain legal: no version to roll back to")
+
+
+def test_approval_required_parks_the_action_until_approved(world):
+    [pending] = world.service.on_alerts([alert(approval="required")])
+    assert pending["status"] == m.PENDING_APPROVAL
+    assert active(world) == "v2" and world.actions.outbox() == []
+    # A second firing while one waits: not a second pending action.
+    [again] = world.service.on_alerts([alert(approval="required", active_at=2)])
+    assert again["status"] == m.SKIPPED_COOLDOWN
+
+    done = world.service.approve(pending["id"], "token:api")
+
+    assert done["status"] == m.EXECUTED and active(world) == "v1"
+    assert done["doc"]["approved_by"] == "token:api"
+    with pytest.raises(ActionError, match="not pending approval"):
+        world.service.approve(pending["id"], "token:api")
+    with pytest.raises(ActionError, match="no action"):
+        world.service.reject("nope", "cli:me")
+    events = [(e["event"], e["outcome"], e["actor"]) for e in world.actions.audit_log()]
+    assert ("approve", m.EXECUTING, "token:api") in events
+    assert events[-1] == ("rollback", m.EXECUTED, "token:api")
+
+
+def test_a_rejected_action_changes_nothing(world):
+    [pending] = world.service.on_alerts([alert(approval="required")])
+    rejected = world.service.reject(pending["id"], "cli:alice")
+
+    assert rejected["status"] == m.REJECTED and active(world) == "v2"
+    assert world.actions.audit_log()[-1]["event"] == "reject"
+
+
+def test_dry_run_records_the_plan_and_changes_nothing(world):
+    world.service.dry_run = True
+    before = world.registry.read_bytes()
+
+    [action] = world.service.on_alerts([alert()])
+
+    assert action["status"] == m.DRY_RUN
+    assert action["doc"]["plan"]["to"] == "v1"
+    assert world.registry.read_bytes() == before and world.actions.outbox() == []
+    assert world.actions.audit_log()[-1]["doc"]["what"] == {"would_change": {"from": "v2",
+                                                                            "to": "v1"}}
+
+
+def test_retrain_and_reevaluate(world, tmp_path):
+    [retrain] = world.service.on_alerts([alert("retrain", alertname="InputDrift")])
+    assert retrain["status"] == m.EXECUTED
+    assert world.contexts == [("legal", retrain["id"], True)]
+    world.publisher.publish_due()
+    [(topic, _key, request)] = world.kafka.sent
+    assert topic == "retrain-requests" and request["type"] == "retrain_request"
+    assert request["reason"]["alert"]["alertname"] == "InputDrift"
+
+    [reevaluate] = world.service.on_alerts([alert("reevaluate", alertname="Stale")])
+    assert reevaluate["status"] == m.EXECUTED
+    [job] = world.state.eval_jobs("queued")
+    assert (job["domain"], job["version"], job["id"]) == (
+        "legal", None, reevaluate["doc"]["result"]["eval_job"])
+
+
+def test_alerts_without_a_domain_or_with_an_unknown_action_are_ignored(world, caplog):
+    labels = {"alertname": "X", "action": "rollback"}
+    bad = (None, FakeAlert(tuple(sorted(labels.items())), 1))
+    unknown = alert("reboot")
+
+    assert world.service.on_alerts([bad, unknown]) == []
+    assert world.actions.list() == []
+    assert "without a `domain` label" in caplog.text and "'reboot'" in caplog.text
+
+
+def test_metrics_counts(world):
+    world.service.on_alerts([alert(), alert("retrain", alertname="D")])
+    assert world.actions.counts() == {("legal", "rollback", "executed"): 1,
+                                      ("legal", "retrain", "executed"): 1}
+
+
+# -- the rollback target ------------------------------------------------------------------
+def test_rollback_target_prefers_the_most_recent_passing_version(world):
+    registry = load_registry(world.registry)
+    assert rollback_target(registry, "legal", {("legal", "v1"): "pass"}, None)[0] == "v1"
+    both = {("legal", "v1"): "pass", ("legal", "v3"): "pass"}
+    assert rollback_target(registry, "legal", both, None)[0] == "v3"
+    assert rollback_target(registry, "legal", {}, "v1")[0] == "v1"
+    with pytest.raises(ActionError, match="no version to roll back to"):
+        rollback_target(registry, "legal", {("legal", "v2"): "pass"}, None)
+
+
+# -- crash recovery -----------------------------------------------------------------------
+class Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("point", ["after_plan", "after_registry_write"])
+def test_a_crash_mid_change_is_finished_at_restart_and_announced_once(world, monkeypatch,
+                                                                      point):
+    def fault(at):
+        if at == point:
+            raise Killed(at)
+
+    monkeypatch.setattr("monitor.actions.execute._fault", fault)
+    with pytest.raises(Killed):
+        world.service.on_alerts([alert()])
+    [action] = world.actions.list()
+    assert action["status"] == m.EXECUTING
+    assert active(world) == ("v1" if point == "after_registry_write" else "v2")
+    assert world.publisher.publish_due() == 0  # held until the change is recorded
+
+    assert world.executor.recover() == 1
+
+    assert world.actions.get(action["id"])["status"] == m.EXECUTED and active(world) == "v1"
+    assert world.publisher.publish_due() == 1
+    assert world.executor.recover() == 0 and world.publisher.publish_due() == 0
+    assert len(world.kafka.sent) == 1
+
+
+def test_a_registry_changed_between_plan_and_write_fails_the_action(world, monkeypatch):
+    from monitor.registry import set_active
+
+    def fault(at):
+        if at == "after_plan":
+            raise Killed(at)
+
+    monkeypatch.setattr("monitor.actions.execute._fault", fault)
+    with pytest.raises(Killed):
+        world.service.on_alerts([alert()])
+    set_active(world.registry, "legal", "v3")  # a person, meanwhile
+
+    world.executor.recover()
+
+    [action] = world.actions.list()
+    assert action["status"] == m.FAILED and "changed meanwhile" in action["doc"]["error"]
+    assert active(world) == "v3"
+    assert world.publisher.publish_due() == 0
+    assert {msg["state"] for msg in world.actions.outbox()} == {"failed"}
+
+
+# -- the publisher ------------------------------------------------------------------------
+def test_a_send_that_may_have_reached_kafka_is_not_repeated(world):
+    [action] = world.service.on_alerts([alert()])
+    [message] = world.actions.outbox(action["id"])
+    world.actions.outbox_attempted(message["id"])  # attempted, then "crashed" before marked
+    world.kafka.sent.append(("adapter-control", "legal", {"id": action["id"]}))
+
+    assert world.publisher.publish_due() == 1
+    assert len(world.kafka.sent) == 1
+    assert world.actions.outbox(action["id"])[0]["state"] == "published"
+
+
+def test_failed_sends_are_retried_later_in_order(world, receivers):
+    hook = receivers(statuses=[500])
+    config = world.config.model_copy(update={"actions": ActionsConfig(
+        serving_hook={"url": hook.url, "preset": "vllm"})})
+    world.executor.config = config
+    world.publisher.config = config
+    [action] = world.service.on_alerts([alert()])
+    messages = world.actions.outbox(action["id"])
+    assert [msg["kind"] for msg in messages] == ["kafka", "http", "http"]
+
+    assert world.publisher.publish_due() == 1  # kafka; the unload gets HTTP 500
+    first = world.actions.outbox(action["id"])[1]
+    assert first["state"] == "pending" and "HTTP 500" in first["last_error"]
+    assert world.publisher.publish_due() == 0  # not due yet
+    world.clock.t += 2
+    assert world.publisher.publish_due() == 2
+    bodies = [(r["path"], r["json"]) for r in hook.requests]
+    assert bodies[-2:] == [
+        ("/v1/unload_lora_adapter", {"lora_name": "legal"}),
+        ("/v1/load_lora_adapter", {"lora_name": "legal",
+                                   "lora_path": str(world.root / "legal" / "v1")})]
