@@ -21,6 +21,7 @@ from monitor.errors import MonitorError
 ROLLBACK, RETRAIN, REEVALUATE, PROMOTE = "rollback", "retrain", "reevaluate", "promote"
 # What an alert's `action` label may ask for; promotion is by hand only.
 ALERT_ACTIONS = (ROLLBACK, RETRAIN, REEVALUATE)
+NOTIFY_ONLY = "alert"  # `action: alert` (the default): notify, do nothing
 KINDS = ALERT_ACTIONS + (PROMOTE,)
 
 PENDING_APPROVAL = "pending_approval"

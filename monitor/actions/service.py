@@ -55,9 +55,11 @@ class ActionService:
         if not self.config.enabled:
             return decided
         for _rule, alert in firing:
+            if alert.state != "firing":
+                continue
             labels = dict(alert.labels)
             kind = labels.get("action")
-            if not kind:
+            if not kind or kind == m.NOTIFY_ONLY:
                 continue
             key = firing_key(labels, alert.active_at)
             if key in self._seen:

@@ -274,6 +274,7 @@ def _child_main(config: Config, registry_path: str, stop, current, log_level: in
     from monitor.logs import configure_logging
 
     configure_logging(log_level)
+    _die_with_parent(stop)
 
     def on_job(job_id: str | None) -> None:
         current.value = (job_id or "").encode()[:_JOB_ID_BYTES - 1]
@@ -282,6 +283,32 @@ def _child_main(config: Config, registry_path: str, stop, current, log_level: in
                                  log=logging.getLogger(__name__))
     if cuda_unusable:
         os._exit(EXIT_CUDA_UNUSABLE)
+
+
+def _die_with_parent(stop) -> None:
+    """A daemon killed with SIGKILL cannot stop its worker: the worker goes with it
+    (Linux: PR_SET_PDEATHSIG), and in any case stops once it finds itself
+    orphaned, so no worker outlives its daemon and competes for jobs."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # died before prctl took effect
+        os._exit(0)
+
+    def watch() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                _log.error("the daemon (pid %d) is gone: the evaluation worker stops", parent)
+                stop.set()
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class WorkerProcess:
