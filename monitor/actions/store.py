@@ -160,7 +160,7 @@ class ActionStore:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            rows = [row._asdict() for row in conn.execute(query)]
+            rows = [_plain(row._asdict()) for row in conn.execute(query)]
         for row in rows:
             row["doc"] = orjson.loads(row["doc"])
         return rows[::-1]
@@ -196,7 +196,7 @@ class ActionStore:
         if state is not None:
             query = query.where(table.c.state == state)
         with self.engine.connect() as conn:
-            return [{**row._asdict(), "payload": orjson.loads(row.payload)}
+            return [{**_plain(row._asdict()), "payload": orjson.loads(row.payload)}
                     for row in conn.execute(query)]
 
     def claim_outbox(self, now: float, lease: float, action_id: str | None = None) -> list[dict]:
@@ -250,7 +250,13 @@ class ActionStore:
             conn.execute(update(table).where(table.c.id == message_id).values(**values))
 
 
+def _plain(row: dict) -> dict:
+    """Column names as plain str (SQLAlchemy's are a str subclass orjson refuses)."""
+    return {str(key): value for key, value in row.items()}
+
+
 def _decode(row: dict) -> dict:
+    row = _plain(row)
     doc = row["doc"]
     return {**row, "doc": orjson.loads(doc) if isinstance(doc, (bytes, bytearray, memoryview))
             else doc}
