@@ -173,31 +173,30 @@ class ActionService:
     # -- approvals ----------------------------------------------------------------------
     def approve(self, action_id: str, actor: str) -> dict:
         """Approve a pending action: it executes now (or dry-runs in dry-run mode)."""
-        action = self._pending(action_id)
         status = m.DRY_RUN if self.dry_run else m.EXECUTING
-        if not self.actions.transition(action_id, status, self.clock(),
-                                       expect=(m.PENDING_APPROVAL,),
-                                       doc={"approved_by": actor},
-                                       audit={"actor": actor, "event": "approve",
-                                              "why": action["doc"].get("reason")}):
-            raise ActionError(f"action {action_id} was decided meanwhile", "conflict")
-        log.info("action %s (%s of %s) approved by %s", action_id, action["action"],
-                 action["domain"], actor)
-        action = self.actions.get(action_id)
+        action = self._decide(action_id, actor, status, "approve")
         if status == m.EXECUTING:
             action = self.executor.execute(action, actor)
         return action
 
     def reject(self, action_id: str, actor: str) -> dict:
+        return self._decide(action_id, actor, m.REJECTED, "reject")
+
+    def _decide(self, action_id: str, actor: str, status: str, verb: str) -> dict:
         action = self._pending(action_id)
-        if not self.actions.transition(action_id, m.REJECTED, self.clock(),
-                                       expect=(m.PENDING_APPROVAL,),
-                                       doc={"rejected_by": actor},
-                                       audit={"actor": actor, "event": "reject",
+        doc = {"approved_by" if verb == "approve" else "rejected_by": actor}
+        if status == m.DRY_RUN and action["action"] in (m.ROLLBACK, m.PROMOTE):
+            try:
+                doc["plan"] = self.executor.dry_plan(action)
+            except ActionError as exc:
+                doc["error"] = str(exc)
+        if not self.actions.transition(action_id, status, self.clock(),
+                                       expect=(m.PENDING_APPROVAL,), doc=doc,
+                                       audit={"actor": actor, "event": verb,
                                               "why": action["doc"].get("reason")}):
             raise ActionError(f"action {action_id} was decided meanwhile", "conflict")
-        log.info("action %s (%s of %s) rejected by %s", action_id, action["action"],
-                 action["domain"], actor)
+        log.info("action %s (%s of %s) %s by %s", action_id, action["action"],
+                 action["domain"], "approved" if verb == "approve" else "rejected", actor)
         return self.actions.get(action_id)
 
     def _pending(self, action_id: str) -> dict:
