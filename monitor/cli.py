@@ -326,7 +326,8 @@ def cmd_replay(args, config) -> int:
 
         embedder = load_embedder(batch_size=config.drift.embeddings.batch_size)
     result = replay(args.file, config, embedder=embedder,
-                    rule_paths=[args.rules] if args.rules else None)
+                    rule_paths=[args.rules] if args.rules else None, apply=args.apply,
+                    registry_path=args.registry)
     doc = result.to_json()
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
@@ -373,6 +374,14 @@ def format_summary(doc: dict, seconds: float | None = None, examples: list | Non
             labels = ", ".join(f"{k}={v}" for k, v in sorted(alert["labels"].items()))
             resolved = f" -> resolved {alert['resolved_at']}" if alert["resolved_at"] else ""
             lines.append(f"  {alert['fired_at']}  FIRING {alert['alertname']} {{{labels}}}{resolved}")
+    actions = doc.get("actions")
+    if actions:
+        lines.append(f"actions: {len(actions)}")
+        for action in actions:
+            change = action.get("result") or action.get("plan") or {}
+            what = f" {change['from']} -> {change['to']}" if "from" in change else ""
+            lines.append(f"  {action['at']}  {action['status'].upper()} {action['action']} "
+                         f"{action['domain']}{what} (alert {action['alert']})")
     return "\n".join(lines)
 
 

@@ -27,7 +27,8 @@ from kafka.errors import KafkaError
 
 from monitor.config import Config
 from monitor.errors import StateError
-from monitor.exporter import ActiveAdapters, EvalResults, SnapshotHolder, make_registry
+from monitor.exporter import (ActionCounts, ActiveAdapters, EvalResults, SnapshotHolder,
+                              make_registry)
 from monitor.http import MonitorHTTPServer
 from monitor.ingest.dlq import DeadLetterError
 from monitor.ingest.fetcher import FetcherDied, FetcherSource
@@ -80,6 +81,13 @@ class Daemon:
         self.eval_worker = None
         self.eval_scheduler = None
         self.dispatcher = None
+        self.action_service = None  # monitor.actions.service.ActionService, once state is loaded
+        self.action_counts = ActionCounts()
+        self.publisher = None
+        # Active versions the registry changed to, applied by the loop (references follow).
+        self._version_changes: dict[str, str] = {}
+        self._version_lock = threading.Lock()
+        self._registry_stamp = None
         self.metrics_registry = None  # prometheus_client's, for /metrics and rule scrapes
         self._reload_requested = threading.Event()
 
@@ -110,7 +118,9 @@ class Daemon:
                 raise
             log.error("adapter registry not reloaded, the previous one stays:\n%s", exc)
             return False
-        self.adapters.registry = registry
+        previous, self.adapters.registry = self.adapters.registry, registry
+        self._registry_stamp = _stamp(self.registry_path)
+        self._follow_versions(previous, registry)
         log.info("adapter registry %s: %d domain(s)", self.registry_path, len(registry.domains))
         self._schedule_evals()
         return True
@@ -133,6 +143,97 @@ class Daemon:
         self._schedule_evals()
         self.eval_worker = WorkerProcess(self.config, str(self.registry_path))
         self.eval_worker.start()
+
+    # -- actions (monitor/actions) -------------------------------------------------
+    def _start_actions(self) -> None:
+        """The action service over the store; actions a crash cut short are finished,
+        and the outbox publisher starts."""
+        from monitor.actions.execute import Executor
+        from monitor.actions.publish import Publisher
+        from monitor.actions.service import ActionService
+        from monitor.actions.store import ActionStore
+
+        actions = ActionStore(self.store)
+        self.publisher = Publisher(actions, self.config, clock=self.clock)
+        registry = self.registry_path if self.adapters.registry is not None else None
+        executor = Executor(actions, self.config, registry, clock=self.clock,
+                            on_change=self._on_version_change, publisher=self.publisher)
+        executor.recover()
+        self.action_service = ActionService(actions, executor, self.config.actions,
+                                            clock=self.clock,
+                                            retrain_context=self._retrain_context)
+        self.action_counts.refresh(actions)
+        self.publisher.start()
+        if self.config.actions.dry_run:
+            log.warning("actions run dry: what they would do is recorded, nothing is changed")
+
+    def _retrain_context(self, domain: str, action_id: str, write: bool) -> dict:
+        from monitor.actions.retrain import retrain_context
+
+        return retrain_context(self.pipeline, self.config, self.config.kafka.topic, domain,
+                               action_id, write)
+
+    def _act(self) -> None:
+        """Actions for this rule round's firing alerts (never stops ingestion)."""
+        if self.action_service is None:
+            return
+        try:
+            if self.action_service.on_alerts(self.rules.firing()):
+                self.action_counts.refresh(self.action_service.actions)
+        except Exception:
+            log.exception("actions not taken this round; ingestion goes on")
+
+    def _on_version_change(self, domain: str, old: str | None, new: str) -> None:
+        """An action changed a domain's active version (any thread): the loop
+        re-reads the registry."""
+        with self._version_lock:
+            self._version_changes[domain] = new
+
+    def _follow_versions(self, previous, registry) -> None:
+        """Domains whose active version changed since the last registry read get the
+        reference of their new version (drift is measured against what is served)."""
+        drift = self.pipeline.drift
+        if drift is None:
+            return
+        for domain, dom in registry.domains.items():
+            if not dom.active:
+                continue
+            if previous is None:
+                drift.versions.setdefault(domain, dom.active)  # tags the first reference
+                continue
+            before = previous.domains.get(domain)
+            if before is not None and before.active != dom.active:
+                with self._version_lock:
+                    self._version_changes[domain] = dom.active
+
+    def _apply_version_changes(self) -> None:
+        """In the loop: re-read a registry an action or a person changed; switch the
+        references of domains whose active version changed."""
+        with self._version_lock:
+            pending = bool(self._version_changes)
+        stamp = _stamp(self.registry_path)
+        if pending or stamp != self._registry_stamp:
+            self._registry_stamp = stamp  # a bad file is reported once, not every turn
+            if self.adapters.registry is not None or pending:
+                log.info("adapter registry %s changed: reading it again", self.registry_path)
+                self.load_registry()
+        with self._version_lock:
+            changes, self._version_changes = self._version_changes, {}
+        drift = self.pipeline.drift
+        if drift is None or self.store is None:
+            return
+        for domain, version in changes.items():
+            if drift.versions.get(domain) == version:
+                continue
+            stored = self.store.references(domain).get((domain, version))
+            drift.activate(domain, version, stored)
+            if stored is not None:
+                self.store.save_reference(stored)
+                log.info("domain %s: version %s is active; drift is measured against its "
+                         "reference %s (%d records)", domain, version, stored.id, stored.count)
+            else:
+                log.info("domain %s: version %s is active; its reference is built from its "
+                         "next %d records", domain, version, self.config.drift.reference_records)
 
     def _schedule_evals(self) -> None:
         """Cron schedules of the registry; new versions queued for evaluation."""
@@ -175,11 +276,11 @@ class Daemon:
         if self.dispatcher is None:
             self.load_rules()
         self.metrics_registry = make_registry(self.holder, self.rules, self.dispatcher,
-                                              self.adapters, self.evals)
+                                              self.adapters, self.evals, self.action_counts)
         token = http.api_token.get_secret_value() if http.api_token is not None else None
         self.http = MonitorHTTPServer(http.host, http.port, self.metrics_registry, self.ready,
                                       reload=self.reload, alerts=self.rules.active_alerts,
-                                      token=token)
+                                      token=token, actions=lambda: self.action_service)
         self.http.start()
         log.info("serving /metrics on %s/metrics", self.http.url)
         return self.http
@@ -220,6 +321,7 @@ class Daemon:
             log.info("restored %d alert(s) from the state store", restored)
         self.dispatcher.start()
         self._start_evals()
+        self._start_actions()
         self._state_loaded = True
         log.info("state loaded: %d domain(s), %d partition offset(s)",
                  len(stored.records_total), len(self.offsets))
@@ -242,8 +344,9 @@ class Daemon:
                 # Until the run's offset is recorded, memory is ahead of the offsets:
                 # nothing may be committed if an exception escapes from here.
                 self._consistent = False
-                for index, value in enumerate(run.values):
-                    error = process(value)
+                partition = run.partition
+                for index, (value, offset) in enumerate(zip(run.values, run.offsets)):
+                    error = process(value, partition, offset)
                     if error is not None:
                         send_dead_letter(run.message(index), error)
                 self.offsets[(run.topic, run.partition)] = run.next_offset
@@ -302,6 +405,9 @@ class Daemon:
             self._evals_at = time.monotonic()
             if self.eval_worker is not None:
                 self.eval_worker.ensure_running()
+            if self.action_service is not None:
+                self.action_counts.refresh(self.action_service.actions)
+        self._apply_version_changes()
         self._evaluate_rules()
 
     def _evaluate_rules(self) -> None:
@@ -316,6 +422,7 @@ class Daemon:
             return
         if notifications:
             self.dispatcher.send(notifications)
+        self._act()
         try:
             self.store.save_rule_state(self.rules.manager.state_doc(), now)
         except StateError as exc:
@@ -411,6 +518,8 @@ class Daemon:
             steps += [("http", self.http.shutdown), ("http", self.http.server_close)]
         if self.dispatcher is not None:
             steps.append(("alert delivery", self.dispatcher.close))
+        if self.publisher is not None:
+            steps.append(("outbox publisher", self.publisher.close))
         if self.eval_scheduler is not None:
             steps.append(("eval scheduler", self.eval_scheduler.shutdown))
         if self.eval_worker is not None:
@@ -449,6 +558,17 @@ class _Progress:
                      sum(self.pipeline.records_total.values()), sum(self.pipeline.rejected.values()),
                      sum(lag.values()))
         self.at, self.seen = now, seen
+
+
+def _stamp(path) -> tuple | None:
+    """What tells a rewritten file (an atomic rename changes the inode)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _kafka_source(config: Config, stored_offsets, on_revoked):

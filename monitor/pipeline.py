@@ -24,6 +24,7 @@ from monitor.quality import QualityJudge, quality_signals
 from monitor.records import decode
 from monitor.state import StateChanges, StoredState
 from monitor.windows import Bucket, WindowSet
+from monitor.windows.recent import RecentRecords
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class Pipeline:
                                  w.max_domains, clock,
                                  w.max_future_seconds if reject_future else None)
         quality = config.quality
+        # The last records of each domain, for retrain snapshots (in memory only).
+        self.recent = RecentRecords(config.actions.retrain.snapshot_records, w.max_domains)
+        self._recent_rings = self.recent.rings
         self._flags = QualityJudge(quality.refusal_patterns, quality.refusal_scan_chars,
                                    quality.refusal_phrases).flags
         self._max_bytes = config.records.max_bytes
@@ -85,21 +89,29 @@ class Pipeline:
         self._event_hook: Callable[[float], float] | None = None
         self._next_hook = float("inf")
 
-    def process(self, raw: bytes) -> RecordError | None:
-        """Apply one message value; return the error when the record is rejected."""
+    def process(self, raw: bytes, partition: int | None = None,
+                offset: int | None = None) -> RecordError | None:
+        """Apply one message value; return the error when the record is rejected.
+        `partition` and `offset` say where it was read (the windows' lineage and
+        `recent` keep them for accepted records)."""
         try:
             record = decode(raw, self._max_bytes)
             if self._next_evaluation is not None and record.timestamp >= self._next_evaluation:
                 self._evaluate_event_time(record.timestamp)
             if record.timestamp >= self._next_hook:
                 self._next_hook = self._event_hook(record.timestamp)
-            bucket = self.windows.add(record, self._flags(record))
+            bucket = self.windows.add(record, self._flags(record), partition, offset)
         except RecordError as error:
             self.rejected[error.reason] = self.rejected.get(error.reason, 0) + 1
             self._changed_reasons.add(error.reason)
             return error
         domain = record.domain
         self.records_total[domain] = self.records_total.get(domain, 0) + 1
+        ring = self._recent_rings.get(domain)
+        if ring is not None:  # RecentRecords.add, inlined: this is the hot path
+            ring.append((record.timestamp, partition, offset, raw))
+        else:
+            self.recent.add(domain, record.timestamp, partition, offset, raw)
         if self._observe is not None:
             self._observe(record, bucket)
         return None

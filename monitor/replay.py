@@ -12,6 +12,11 @@ of the shortest group interval, the metrics the daemon would expose at that
 moment are appended to the series store and the due groups run, so `for:`,
 `rate()` and `offset` see the same history as in the daemon. Every alert that
 fires is listed in `alerts` with the event times it fired and resolved at.
+
+Actions are decided as the daemon decides them, in event time (cooldowns
+included), and listed in `actions`: `dry_run` unless `apply`, which executes
+them against the registry and records them in the state store, like the
+daemon (`pending_approval` actions wait for `monitor actions approve`).
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ class _Alerts:
     the next round's time, so a round at T sees exactly the records before T,
     as the daemon's round would; every round of a gap in the file runs."""
 
-    def __init__(self, engine: RuleEngine, pipeline, result: ReplayResult):
+    def __init__(self, engine: RuleEngine, pipeline, result: ReplayResult, actions=None):
+        self.actions = actions
         self.engine = engine
         self.pipeline = pipeline
         self.result = result
@@ -135,13 +141,58 @@ class _Alerts:
                 self.result.alerts.append(entry)
         for key in [k for k in self.open if k not in firing]:
             self.open.pop(key)["resolved_at"] = rfc3339(at)
+        if self.actions is not None:
+            self.actions.clock = lambda: at
+            self.actions.executor.clock = lambda: at
+            firing_now = [(r, a) for r, a in self.engine.manager.alerts() if a.state == FIRING]
+            for action in self.actions.on_alerts(firing_now):
+                self.result.actions.append(_action_entry(action))
+
+
+def _action_entry(action: dict) -> dict:
+    doc = action["doc"]
+    entry = {"action": action["action"], "domain": action["domain"],
+             "status": action["status"], "at": rfc3339(action["created_at"]),
+             "id": action["id"],
+             "alert": (doc.get("reason") or {}).get("alert", {}).get("alertname")}
+    for key in ("plan", "result", "error", "skipped"):
+        if doc.get(key):
+            entry[key] = doc[key]
+    return entry
+
+
+def _action_service(config: Config, pipeline, path: str, apply: bool, registry_path):
+    """The action service of a replay: dry run over an in-memory store, or (apply)
+    executing over the configured store; the clock is set per rule round."""
+    from pathlib import Path
+
+    from monitor.actions.execute import Executor
+    from monitor.actions.retrain import retrain_context
+    from monitor.actions.service import ActionService
+    from monitor.actions.store import ActionStore
+    from monitor.state import StateStore
+
+    state = StateStore(config.state.url if apply else "sqlite://")
+    actions = ActionStore(state)
+    registry = registry_path or config.registry.path
+    if registry_path is None and not Path(registry).exists():
+        registry = None
+    executor = Executor(actions, config, registry)
+
+    def context(domain, action_id, write):
+        return retrain_context(pipeline, config, str(path), domain, action_id, write)
+
+    return ActionService(actions, executor, config.actions, dry_run=not apply,
+                         retrain_context=context)
 
 
 def replay(path: str, config: Config, examples: int = 20, embedder=None,
-           rule_paths: list[str] | None = None) -> ReplayResult:
+           rule_paths: list[str] | None = None, apply: bool = False,
+           registry_path: str | None = None) -> ReplayResult:
     """Run every line of `path` through the pipeline; keep the first `examples` rejects.
     `embedder` (see monitor.features.embeddings) turns semantic drift on; rules
-    come from `rule_paths` (default: the config's `rules.paths`)."""
+    come from `rule_paths` (default: the config's `rules.paths`). Actions are
+    reported as dry runs, or executed with `apply` (see the module docstring)."""
     pipeline: Pipeline | None = None
 
     def clock() -> float:
@@ -159,7 +210,10 @@ def replay(path: str, config: Config, examples: int = 20, embedder=None,
         from monitor.errors import ConfigError
 
         raise ConfigError(errors, "rule files")
-    alerts = _Alerts(engine, pipeline, result)
+    service = None
+    if config.actions.enabled and engine.manager.groups:
+        service = _action_service(config, pipeline, path, apply, registry_path)
+    alerts = _Alerts(engine, pipeline, result, service)
     if engine.manager.groups:
         pipeline.on_event_time(alerts.advance)
     dead_letters = MemoryDeadLetters(limit=examples)
@@ -172,6 +226,16 @@ def replay(path: str, config: Config, examples: int = 20, embedder=None,
     if pipeline.windows.domains:
         pipeline.evaluate(at=clock())
     result.snapshot = pipeline.snapshot()
+    if service is not None:
+        if apply:
+            from monitor.actions.publish import Publisher
+
+            publisher = Publisher(service.actions, config)
+            try:
+                publisher.publish_due()
+            finally:
+                publisher.kafka.close()
+        service.actions.state.close()
     result.rejected_examples = [
         {"line": m.offset, "reason": e.reason, "message": e.message} for m, e in dead_letters.letters]
     return result

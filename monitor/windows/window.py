@@ -80,9 +80,11 @@ class WindowSet:
         self.dropped: set[tuple[str, int]] = set()
         self.touched: set[str] = set()
 
-    def add(self, record, flags: tuple) -> Bucket | None:
+    def add(self, record, flags: tuple, partition: int | None = None,
+            offset: int | None = None) -> Bucket | None:
         """Put one record in its bucket and return the bucket (None when the record
-        is counted but lies before the window); raise `RecordError` (`late`, `domain_limit`)."""
+        is counted but lies before the window); raise `RecordError` (`late`, `domain_limit`).
+        `partition` and `offset` (where the record was read) go into the bucket's lineage."""
         domain = record.domain
         timestamp = record.timestamp
         window = self.domains.get(domain)
@@ -113,7 +115,7 @@ class WindowSet:
                 # not windowed.
                 return None
             bucket = window.buckets[start] = Bucket()
-        bucket.add(record, flags)
+        bucket.add(record, flags, partition, offset)
         self.dirty.add((domain, start))
         return bucket
 

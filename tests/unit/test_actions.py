@@ -1,11 +1,12 @@
 """Actions (monitor.actions): decisions from alerts, cooldown, approvals, dry
 run, the registry change and its crash recovery, the outbox and its publisher,
-the promotion gate and the commands. A real SQLite store and a real registry
+replay. A real SQLite store and a real registry
 file; Kafka is replaced by an in-memory sink here (the integration tests use
 the real broker)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -348,3 +349,203 @@ def test_failed_sends_are_retried_later_in_order(world, receivers):
         ("/v1/unload_lora_adapter", {"lora_name": "legal"}),
         ("/v1/load_lora_adapter", {"lora_name": "legal",
                                    "lora_path": str(world.root / "legal" / "v1")})]
+
+
+# -- replay --------------------------------------------------------------------------------
+REPLAY_RULES = """\
+groups:
+  - name: g
+    interval: 10s
+    rules:
+      - alert: Busy
+        expr: sum by (domain) (monitor_records_total) > 5
+        labels: {action: retrain}
+      - alert: VeryBusy
+        expr: sum by (domain) (monitor_records_total) > 8
+        labels: {action: retrain}
+      - alert: Watch
+        expr: sum by (domain) (monitor_records_total) > 5
+        labels: {action: reevaluate, approval: required}
+"""
+
+
+def test_replay_lists_the_actions_in_event_time(tmp_path):
+    from monitor.replay import replay
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yml").write_text(REPLAY_RULES)
+    lines = [json.dumps({"schema_version": 1, "timestamp": (1_700_000_000 + i) * 1000, "domain": "legal",
+                         "input": {"tokens": 5}}) for i in range(60)]
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    config = Config(state=StateConfig(url=f"sqlite:///{tmp_path}/state.db"))
+
+    result = replay(str(tmp_path / "log.jsonl"), config, rule_paths=[str(tmp_path / "rules")])
+
+    got = [(a["alert"], a["action"], a["status"]) for a in result.to_json()["actions"]]
+    # One round (10 records by then), rules in file order; the cooldown counts dry runs.
+    assert got == [("Busy", "retrain", "dry_run"), ("VeryBusy", "retrain", "skipped_cooldown"),
+                   ("Watch", "reevaluate", "pending_approval")]
+    first = result.actions[0]
+    assert first["domain"] == "legal" and first["at"].startswith("2023-11-14T22:13:")
+    assert not (tmp_path / "state.db").exists()  # a dry run writes nothing
+
+
+# -- commands and HTTP ------------------------------------------------------------------------
+def test_actions_commands(world, capsys):
+    from monitor.cli import main
+
+    config = world.root / "monitor.yaml"
+    config.write_text(f"state:\n  url: {world.config.state.url}\n"
+                      f"registry:\n  path: {world.registry}\nactions:\n  control_topic: null\n")
+    [pending] = world.service.on_alerts([alert(approval="required")])
+    capsys.readouterr()
+
+    assert main(["actions", "list", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert pending["id"] in out and "pending_approval" in out and "GoldenRegression" in out
+    assert main(["actions", "list", "--json", "--config", str(config)]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["id"] == pending["id"] and listed["reason"]["alert"]["value"] == 0.5
+
+    assert main(["actions", "approve", pending["id"], "--config", str(config)]) == 0
+    assert "active version: v2 -> v1" in capsys.readouterr().out
+    assert active(world) == "v1"
+    assert main(["actions", "approve", pending["id"], "--config", str(config)]) == 1
+    assert "is executed, not pending approval" in capsys.readouterr().err
+    assert main(["actions", "reject", "nope", "--config", str(config)]) == 2
+    assert main(["actions", "list", "--config", str(config)]) == 0
+    assert "no pending actions" in capsys.readouterr().out
+
+    assert main(["audit", "--domain", "legal", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2:4] for line in lines] == [
+        ["rollback", "pending_approval"], ["approve", "executing"], ["rollback", "executed"]]
+    assert lines[1].split()[5] == lines[2].split()[5] and lines[1].split()[5].startswith("cli:")
+    assert main(["audit", "--json", "--config", str(config)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+    assert main(["adapters", "rollback", "legal", "--config", str(config)]) == 1
+    assert "no version to roll back to" in capsys.readouterr().err
+    assert main(["adapters", "rollback", "legal", "--to", "v3", "--dry-run",
+                 "--config", str(config)]) == 0
+    assert "dry_run" in capsys.readouterr().out and active(world) == "v1"
+
+
+def test_http_actions_api_needs_the_token(world):
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.registry import CollectorRegistry
+
+    from monitor.http import MonitorHTTPServer
+
+    [pending] = world.service.on_alerts([alert(approval="required")])
+    servers = {token: MonitorHTTPServer("127.0.0.1", 0, CollectorRegistry(),
+                                        lambda: (True, ""), token=token,
+                                        actions=lambda: world.service)
+               for token in (None, "t0k")}
+    for server in servers.values():
+        server.start()
+
+    def post(server, path, token=None):
+        request = urllib.request.Request(server.url + path, data=b"", method="POST")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    try:
+        path = f"/api/v1/actions/{pending['id']}/reject"
+        assert post(servers[None], path, "t0k")[0] == 403  # no token configured: disabled
+        assert post(servers["t0k"], path)[0] == 401
+        status, doc = post(servers["t0k"], path, "t0k")
+        assert status == 200 and doc["data"]["status"] == "rejected"
+        assert doc["data"]["rejected_by"] == "token:api"
+        with urllib.request.urlopen(servers[None].url + "/api/v1/actions?status=all") as reply:
+            [listed] = json.loads(reply.read())["data"]["actions"]
+        assert listed["status"] == "rejected"
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(servers[None].url + "/api/v1/actions?status=nope")
+        assert bad.value.code == 400
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
+    assert active(world) == "v2"
+
+
+def test_approving_in_dry_run_mode_records_the_plan_only(world):
+    [pending] = world.service.on_alerts([alert(approval="required")])
+    world.service.dry_run = True
+
+    done = world.service.approve(pending["id"], "cli:bob")
+
+    assert done["status"] == m.DRY_RUN and done["doc"]["plan"]["to"] == "v1"
+    assert active(world) == "v2" and world.actions.outbox() == []
+
+
+def test_retrain_requests_go_to_the_webhook_and_the_command(world, receivers, tmp_path):
+    import sys
+
+    hook = receivers()
+    out = tmp_path / "request.json"
+    script = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
+    config = world.config.model_copy(update={"actions": ActionsConfig(retrain={
+        "topic": None, "webhook": hook.url + "/retrain", "command": [sys.executable, "-c", script]})})
+    world.executor.config = config
+    world.publisher.config = config
+
+    [action] = world.service.on_alerts([alert("retrain", alertname="Drift")])
+    assert world.publisher.publish_due() == 2
+
+    [request] = hook.requests
+    assert request["path"] == "/retrain" and request["json"]["id"] == action["id"]
+    assert json.loads(out.read_text()) == request["json"]
+    assert world.kafka.sent == []
+
+
+def test_a_failing_command_is_retried_with_its_error(world, tmp_path):
+    import sys
+
+    config = world.config.model_copy(update={"actions": ActionsConfig(retrain={
+        "topic": None, "command": [sys.executable, "-c", "import sys; sys.exit('no GPU quota')"]})})
+    world.executor.config = config
+    world.service.on_alerts([alert("retrain", alertname="Drift")])
+
+    assert world.publisher.publish_due() == 0
+    [message] = world.actions.outbox()
+    assert message["state"] == "pending" and message["attempts"] == 1
+    assert "exited 1: no GPU quota" in message["last_error"]
+
+
+def test_concurrent_changes_of_one_domain_are_serialised(world):
+    import threading
+
+    errors = []
+
+    def roll(target):
+        for _ in range(8):
+            try:
+                world.service.request("legal", "rollback", actor=f"cli:{target}",
+                                      params={"to": target})
+            except ActionError as exc:  # already active: fine
+                assert exc.reason == "already_active", exc
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=roll, args=(v,)) for v in ("v1", "v3")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    changes = [e["doc"]["what"]["active"] for e in world.actions.audit_log()
+               if e["outcome"] == "executed"]
+    assert changes and changes[0]["from"] == "v2"
+    for before, after in zip(changes, changes[1:]):
+        assert after["from"] == before["to"]  # each change saw the one before it
+    assert active(world) == changes[-1]["to"]

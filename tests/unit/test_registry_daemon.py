@@ -93,3 +93,53 @@ def test_adapters_commands_report_a_bad_registry_with_exit_2(tmp_path, capsys):
     assert main(["adapters", "list", "--registry", str(path)]) == 2
     err = capsys.readouterr().err
     assert "registry.yaml" in err and "active" in err
+
+
+def test_references_follow_the_active_version(tmp_path):
+    """After a rollback the domain's drift reference is the new version's: built
+    from the next records when it has none, the stored one when it has."""
+    import time
+
+    import orjson
+
+    from monitor.registry import set_active
+    from monitor.state import StateStore
+    from tests.unit.test_daemon import messages
+
+    path = write_registry(tmp_path, active="v2")
+    config = make_config(tmp_path)
+    config = config.model_copy(update={"drift": config.drift.model_copy(
+        update={"reference_records": 50})})
+    now = time.time()
+
+    def batch(first: int):
+        return [messages(0, [orjson.dumps({"schema_version": 1, "timestamp": (now - 100 + i / 100) * 1000,
+                                           "domain": "legal", "input": {"tokens": 10 + i % 7}})
+                             for i in range(first, first + 60)], first_offset=first)]
+
+    source = FakeSource([batch(0)])
+    store = StateStore(config.state.url)
+    with Running(config, source, MemoryDeadLetters(), registry_path=str(path)) as running:
+        daemon = running.daemon
+
+        def reference_of(version):
+            return store.references("legal").get(("legal", version))
+
+        running.wait_for(lambda: reference_of("v2") is not None, what="v2's reference")
+        v2 = reference_of("v2")
+        assert daemon.action_service is not None
+        action, _ = daemon.action_service.request("legal", "rollback", actor="cli:test",
+                                                  params={"to": "v1"})
+        assert action["status"] == "executed"
+        running.wait_for(lambda: daemon.pipeline.drift.versions.get("legal") == "v1",
+                         what="the switch to v1")
+        assert "legal" not in daemon.pipeline.drift.references  # rebuilt from new records
+        source.add(batch(60))
+        running.wait_for(lambda: reference_of("v1") is not None, what="v1's reference")
+        assert store.active_reference_ids() == {"legal": reference_of("v1").id}
+
+        set_active(path, "legal", "v2")  # by hand: the stored v2 reference comes back
+        running.wait_for(lambda: store.active_reference_ids() == {"legal": v2.id},
+                         what="v2's stored reference active again")
+        assert daemon.pipeline.drift.references["legal"].id == v2.id
+    store.close()
