@@ -8,8 +8,12 @@ This is the only module that connects the parts. The loop:
    confirm dead letters, commit state + next offsets in one transaction,
    commit offsets to Kafka, evaluate drift when `drift.evaluation_interval_seconds`
    have passed, publish a new snapshot; evaluate the rules when their interval
-   has passed (a scrape of our own /metrics into the series store first) and
-   hand due alerts to delivery, which never blocks this loop;
+   has passed (a scrape of our own /metrics into the series store first),
+   hand due alerts to delivery, which never blocks this loop, and act on the
+   firing alerts that carry an `action` label (monitor.actions: the outbox
+   publisher thread announces the changes); re-read the adapter registry when
+   it changed, and switch the drift reference of a domain whose active
+   version changed;
 4. if the store (or the DLQ) refuses a commit, pause the partitions, keep
    polling so the group membership stays alive, retry with backoff, resume;
 5. on SIGHUP or `POST /-/reload`: reload the rule files, all or nothing;
