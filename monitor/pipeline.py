@@ -107,10 +107,9 @@ class Pipeline:
             return error
         domain = record.domain
         self.records_total[domain] = self.records_total.get(domain, 0) + 1
-        ring = self._recent_rings.get(domain)
-        if ring is not None:  # RecentRecords.add, inlined: this is the hot path
-            ring.append((record.timestamp, partition, offset, raw))
-        else:
+        try:  # RecentRecords.add, inlined: this is the hot path
+            self._recent_rings[domain].append((record.timestamp, partition, offset, raw))
+        except KeyError:  # the domain's first record
             self.recent.add(domain, record.timestamp, partition, offset, raw)
         if self._observe is not None:
             self._observe(record, bucket)

@@ -113,7 +113,8 @@ class ActionService:
         now = self.clock()
         dry_run = self.dry_run if dry_run is None else dry_run
         doc = {"reason": reason or {}, "params": params or {}}
-        action_id = uuid.uuid4().hex
+        # An alert's action is named by its firing: the same in every replay of a file.
+        action_id = key[:32] if key is not None else uuid.uuid4().hex
         status = m.EXECUTING
         why = None
         if by_alert:
