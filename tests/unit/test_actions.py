@@ -549,3 +549,37 @@ def test_concurrent_changes_of_one_domain_are_serialised(world):
     for before, after in zip(changes, changes[1:]):
         assert after["from"] == before["to"]  # each change saw the one before it
     assert active(world) == changes[-1]["to"]
+
+
+def test_promotion_without_a_verdict_evaluates_first(tmp_path, tiny_models, capsys):
+    """No verdict of the candidate against the active version on record: `promote`
+    runs the golden-set evaluation (tiny real models), stores it, and refuses the
+    weakened copy; the good adapter of another domain is left alone."""
+    import shutil
+
+    pytest.importorskip("peft")
+    from monitor.cli import main
+
+    shutil.copytree(tiny_models.root, tmp_path / "tiny", symlinks=True)
+    registry = tmp_path / "tiny" / "adapters" / "registry.yaml"
+    config = tmp_path / "monitor.yaml"
+    config.write_text(f"state:\n  url: sqlite:///{tmp_path}/state.db\n"
+                      f"registry:\n  path: {registry}\n"
+                      "eval:\n  device: cpu\n  bootstrap_resamples: 1000\n"
+                      "actions:\n  control_topic: null\n")
+
+    assert main(["adapters", "promote", "legal", "v3", "--config", str(config)]) == 1
+
+    err = capsys.readouterr().err
+    assert "no verdict of legal/v3 against v1 on record: evaluating now" in err
+    assert "promote refused: legal/v3 is regressed against the active version v1" in err
+    assert load_registry(registry).domains["legal"].active == "v1"
+    state = StateStore(f"sqlite:///{tmp_path}/state.db")
+    try:
+        [run] = state.eval_runs("legal")
+        assert (run["version"], run["verdict"]) == ("v3", "regressed")
+        [entry] = ActionStore(state).audit_log("legal")
+        assert (entry["event"], entry["outcome"]) == ("promote", "refused")
+        assert entry["doc"]["gate"]["eval_run"] == run["id"]
+    finally:
+        state.close()
