@@ -135,13 +135,21 @@ class ActionStore:
                 table.c.status.in_(statuses))).scalar()
 
     def counts(self) -> dict[tuple[str, str, str], int]:
-        """{(domain, action, status): number of actions}: `monitor_actions_total`."""
-        table = schema.actions
+        """{(domain, action, outcome): count} for `monitor_actions_total`: how many
+        times actions reached each outcome, from the append-only audit log, so the
+        counts never go down (a pending action that is approved later counts once
+        as pending_approval and once as executed)."""
+        from monitor.actions.model import FINAL, PENDING_APPROVAL
+
+        actions, audit = schema.actions, schema.audit
+        outcomes = (PENDING_APPROVAL,) + FINAL
         with self.engine.connect() as conn:
-            rows = conn.execute(select(table.c.domain, table.c.action, table.c.status,
-                                       func.count()).group_by(table.c.domain, table.c.action,
-                                                              table.c.status))
-            return {(d, a, s): n for d, a, s, n in rows}
+            rows = conn.execute(
+                select(actions.c.domain, actions.c.action, audit.c.outcome, func.count())
+                .join(audit, audit.c.action_id == actions.c.id)
+                .where(audit.c.outcome.in_(outcomes))
+                .group_by(actions.c.domain, actions.c.action, audit.c.outcome))
+            return {(d, a, o): n for d, a, o, n in rows}
 
     # -- audit ----------------------------------------------------------------------
     def audit(self, *, at: float, actor: str, event: str, domain: str, outcome: str,

@@ -256,6 +256,14 @@ def test_metrics_counts(world):
                                       ("legal", "retrain", "executed"): 1}
 
 
+def test_action_counts_never_go_down(world):
+    [pending] = world.service.on_alerts([alert("reevaluate", approval="required")])
+    assert world.actions.counts() == {("legal", "reevaluate", "pending_approval"): 1}
+    world.service.approve(pending["id"], "cli:bob")
+    assert world.actions.counts() == {("legal", "reevaluate", "pending_approval"): 1,
+                                      ("legal", "reevaluate", "executed"): 1}
+
+
 # -- the rollback target ------------------------------------------------------------------
 def test_rollback_target_prefers_the_most_recent_passing_version(world):
     registry = load_registry(world.registry)
