@@ -22,7 +22,7 @@ from monitor.timestamps import rfc3339
 def cli_actor() -> str:
     try:
         user = getpass.getuser()
-    except Exception:
+    except (OSError, KeyError):  # no login name and no passwd entry (a container)
         user = str(os.getuid())
     return f"cli:{user}"
 

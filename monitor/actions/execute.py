@@ -20,28 +20,21 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from monitor.actions import model as m
 from monitor.actions.hooks import command_message, http_message, kafka_message, serving_messages
 from monitor.actions.model import ActionError
 from monitor.config import Config
+from monitor.faults import fault
 from monitor.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
-# Test-only fault injection: MONITOR_FAULT=<point> kills the process (SIGKILL) there.
-FAULT_VARIABLE = "MONITOR_FAULT"
-
-
 def _fault(point: str) -> None:
-    if os.environ.get(FAULT_VARIABLE) == point:
-        log.critical("fault injection: killed at %s (%s is set)", point, FAULT_VARIABLE)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
+    fault(point)  # a name of this module's own, so tests can replace it
 
 
 def rollback_target(registry, domain: str, verdicts: dict[tuple[str, str], str],
@@ -62,8 +55,8 @@ def rollback_target(registry, domain: str, verdicts: dict[tuple[str, str], str],
         dom.versions[previous].status not in ("retired", "bad")
     if previous and previous != dom.active and usable and \
             verdicts.get((domain, previous)) != "regressed":
-        return previous, f"the previously active version ({previous}): no other version has a " \
-                         "passing verdict"
+        return previous, (f"the previously active version ({previous}): no other version "
+                          "has a passing verdict")
     raise ActionError(f"domain {domain}: no version to roll back to (no other version has a "
                       "passing golden-set verdict, and the previous active version is unknown "
                       "or regressed); "

@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from monitor.actions.hooks import DeliveryError, run_command, send_http
 from monitor.config import Config
+from monitor.faults import fault
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class Publisher:
                     return True
                 self.actions.outbox_attempted(message["id"])
                 self.kafka.send(message["target"], payload["key"], value)
+                fault("after_kafka_send")
             elif kind == "http":
                 self.actions.outbox_attempted(message["id"])
                 token = self._token(payload.get("auth"))

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 import uuid
-from typing import Callable
 
 from monitor.actions import model as m
 from monitor.actions.model import ActionError, firing_key

@@ -9,7 +9,7 @@ broker (Tansu), a real registry file, a local HTTP receiver as the serving hook
 - `approval: required` parks the rollback; the HTTP API approves it (401
   without the token);
 - `kill -9` between the registry write and the publish: after a restart the
-  event is published exactly once;
+  event is published exactly once; also after the send, before it was marked;
 - promotion of a regressed candidate is refused; `--force` works and is audited;
 - a drift alert with `action: retrain` yields a request whose snapshot holds
   records of that domain only and whose lineage matches the window.
@@ -338,6 +338,23 @@ def test_kill_9_between_the_registry_write_and_the_publish(world):
         assert [a["status"] for a in store.list()] == ["executed"]
     finally:
         store.state.close()
+    assert daemon.terminate() == 0
+
+
+def test_kill_9_after_the_send_before_it_is_marked_sends_nothing_twice(world):
+    daemon = start(world, ROLLBACK_RULE.format(extra=""),
+                   env={"MONITOR_FAULT": "after_kafka_send"}, ready=False)
+    assert daemon.process.wait(timeout=60) == -9
+    assert len(topic_values(world, world.control)) == 1  # sent, not marked published
+
+    daemon = start(world, ROLLBACK_RULE.format(extra=""))
+
+    wait("the serving hook's calls", lambda: len(world.hook.requests) >= 2, daemon)
+    assert "is already on " + world.control in daemon.log_text()
+    [event] = topic_values(world, world.control)
+    assert (event["from"], event["to"]) == ("v2", "v1")
+    time.sleep(2)
+    assert len(world.hook.requests) == 2
     assert daemon.terminate() == 0
 
 
