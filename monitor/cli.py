@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="make the last good version active (audited, announced)")
     adr.add_argument("domain", metavar="D")
     adr.add_argument("--to", metavar="V", help="roll back to this version")
+    adr.add_argument("--force", action="store_true",
+                     help="even to a version marked bad or regressed (audited)")
     adp = ad_sub.add_parser("promote", parents=[common, registry_arg, dry],
                             help="make V active if its golden-set verdict against the active "
                                  "version is pass (evaluated now when missing)")

@@ -171,6 +171,16 @@ class Daemon:
         if self.config.actions.dry_run:
             log.warning("actions run dry: what they would do is recorded, nothing is changed")
 
+    def _recover_stale_actions(self) -> None:
+        """Finish changes a command (`monitor adapters rollback`, an approval) left
+        half-done when it died; never stops ingestion."""
+        from monitor.actions.commands import STALE_SECONDS
+
+        try:
+            self.action_service.executor.recover(older_than=STALE_SECONDS)
+        except Exception:
+            log.exception("stale actions not recovered; retrying later")
+
     def _retrain_context(self, domain: str, action_id: str, write: bool) -> dict:
         from monitor.actions.retrain import retrain_context
 
@@ -410,6 +420,7 @@ class Daemon:
             if self.eval_worker is not None:
                 self.eval_worker.ensure_running()
             if self.action_service is not None:
+                self._recover_stale_actions()
                 self.action_counts.refresh(self.action_service.actions)
         self._apply_version_changes()
         self._evaluate_rules()

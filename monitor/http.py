@@ -127,6 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _decide(self, action_id: str, verb: str) -> None:
         from monitor.actions.commands import public
         from monitor.actions.model import ActionError
+        from monitor.errors import MonitorError
 
         service = self._service()
         if service is None:
@@ -141,6 +142,14 @@ class _Handler(BaseHTTPRequestHandler):
             if found is not None:
                 doc["data"] = public(found)
             self._json(status, doc)
+            return
+        except MonitorError as exc:  # the state store is busy or down, the registry unwritable
+            log.error("%s of action %s failed: %s", verb, action_id, exc)
+            self._json(503, {"status": "error", "error": str(exc)})
+            return
+        except Exception as exc:
+            log.exception("%s of action %s failed", verb, action_id)
+            self._json(500, {"status": "error", "error": f"{exc.__class__.__name__}: {exc}"})
             return
         self._json(200, {"status": "success", "data": public(action)})
 

@@ -19,6 +19,10 @@ from monitor.actions.model import ActionError
 from monitor.timestamps import rfc3339
 
 
+# An action `executing` for this long was left by a process that died.
+STALE_SECONDS = 120.0
+
+
 def cli_actor() -> str:
     try:
         user = getpass.getuser()
@@ -43,6 +47,7 @@ def opened(config, registry_path: str | None, dry_run: bool = False):
                         publisher=None)
     service = ActionService(actions, executor, config.actions,
                             dry_run=dry_run or config.actions.dry_run)
+    executor.recover(older_than=STALE_SECONDS)  # left by a process that died mid-change
     try:
         yield service, publisher
     finally:
@@ -63,7 +68,10 @@ def cmd_change(args, config) -> int:
     actor = cli_actor()
     with opened(config, registry_path, args.dry_run) as (service, publisher):
         if args.adapters_command == "rollback":
-            kind, params = m.ROLLBACK, {"to": args.to} if args.to else {}
+            kind = m.ROLLBACK
+            params = {"to": args.to} if args.to else {}
+            if args.force:
+                params["force"] = True
         else:
             kind = m.PROMOTE
             gate = promotion_gate(service, config, registry, args.domain, args.version,

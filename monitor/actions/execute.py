@@ -10,7 +10,8 @@ registry's lock, in three steps:
    are released to the publisher, in one transaction.
 
 A crash between the steps leaves the action `executing`; `recover()` (at the
-daemon's start) looks at the registry: when it names the plan's `to`, step 3 is
+daemon's start, then every minute for actions left by a command that died, and
+at the start of each action command) looks at the registry: when it names the plan's `to`, step 3 is
 done; when it still names `from`, steps 2 and 3 are; otherwise someone changed
 the registry meanwhile and the action fails, its messages dropped. So a change
 is announced exactly once, whatever moment the process dies at.
@@ -25,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from monitor.actions import model as m
-from monitor.actions.hooks import command_message, http_message, kafka_message, serving_messages
+from monitor.actions.hooks import (command_message, describe_target, http_message, kafka_message,
+                                   serving_messages)
 from monitor.actions.model import ActionError
 from monitor.config import Config
 from monitor.faults import fault
@@ -107,10 +109,15 @@ class Executor:
             raise ActionError(f"{kind} of {action['domain']} failed: {exc}", "error") from exc
         return self.actions.get(action["id"])
 
-    def recover(self) -> int:
-        """Finish the actions a crash left `executing` (see the module docstring)."""
+    def recover(self, older_than: float | None = None) -> int:
+        """Finish the actions a crash left `executing` (see the module docstring);
+        with `older_than`, only those not touched for that many seconds (another
+        process may be executing a fresh one right now)."""
         done = 0
+        now = self.clock()
         for action in self.actions.list(status=m.EXECUTING):
+            if older_than is not None and now - action["updated_at"] < older_than:
+                continue
             log.warning("action %s (%s on %s) was cut short by a stop; finishing it",
                         action["id"], action["action"], action["domain"])
             try:
@@ -180,8 +187,16 @@ class Executor:
         if to not in dom.versions:
             raise ActionError(f"domain {domain} has no version {to!r} (versions: "
                               f"{', '.join(dom.versions)})", "unknown_version")
-        if dom.versions[to] is not None and dom.versions[to].status == "retired":
+        status = dom.versions[to].status if dom.versions[to] is not None else None
+        if status == "retired":
             raise ActionError(f"{domain}/{to} is retired", "retired")
+        if not params.get("force"):
+            if status == "bad":
+                raise ActionError(f"{domain}/{to} is marked bad; --force overrides", "bad")
+            verdict = self.actions.state.latest_verdicts().get((domain, to))
+            if action["action"] == m.ROLLBACK and verdict == "regressed":
+                raise ActionError(f"{domain}/{to}: its latest golden-set verdict is regressed; "
+                                  "--force overrides", "regressed")
         if to == dom.active:
             raise ActionError(f"domain {domain}: {to} is already the active version",
                               "already_active")
@@ -242,7 +257,7 @@ class Executor:
                         "command: it is only recorded", action["domain"])
         self.actions.transition(
             action["id"], m.EXECUTED, self.clock(), expect=(m.EXECUTING,),
-            doc={"result": {"destinations": [msg["target"] for msg in messages]}},
+            doc={"result": {"destinations": [describe_target(msg) for msg in messages]}},
             audit={"actor": actor, "why": action["doc"].get("reason"),
                    "what": {"retrain_request": request["id"],
                             "snapshot": request.get("snapshot")}},

@@ -51,6 +51,15 @@ def command_message(argv: list[str], body: dict) -> dict:
             "payload": {"argv": list(argv), "stdin": body}}
 
 
+def describe_target(message: dict) -> str:
+    """Where a message goes, safe to show (no credentials, no arguments)."""
+    if message["kind"] == "http":
+        return _safe(message["target"])
+    if message["kind"] == "command":
+        return f"command {message['payload']['argv'][0]}"
+    return f"topic {message['target']}"
+
+
 def serving_messages(config: ActionsConfig, event: dict) -> list[dict]:
     """The serving hook's calls for a control event (none without a hook)."""
     hook = config.serving_hook

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 import uuid
+from pathlib import Path
 
 from monitor.actions import model as m
 from monitor.actions.model import ActionError, firing_key
@@ -64,10 +65,10 @@ class ActionService:
             key = firing_key(labels, alert.active_at)
             if key in self._seen:
                 continue
-            self._seen.add(key)
             name = labels.get("alertname", "?")
             domain = labels.get("domain")
             if kind not in m.ALERT_ACTIONS or not domain:
+                self._seen.add(key)
                 self._warn_once(name, f"alert {name} asks for action {kind!r}"
                                 + ("" if domain else " without a `domain` label")
                                 + f": ignored (actions: {', '.join(m.ALERT_ACTIONS)}; "
@@ -82,13 +83,16 @@ class ActionService:
                                            key=key, by_alert=True,
                                            approval=labels.get("approval") == "required")
             except ActionError:  # failed, audited and logged
+                self._seen.add(key)
                 failed = self.actions.by_key(key)
                 if failed is not None:
                     decided.append(failed)
                 continue
-            except Exception:
-                log.exception("action %s on %s for alert %s not taken", kind, domain, name)
+            except Exception:  # not decided (a store that is busy...): the next round retries
+                log.exception("action %s on %s for alert %s not taken; retried next round",
+                              kind, domain, name)
                 continue
+            self._seen.add(key)
             if new:
                 decided.append(action)
         return decided
@@ -113,6 +117,8 @@ class ActionService:
         now = self.clock()
         dry_run = self.dry_run if dry_run is None else dry_run
         doc = {"reason": reason or {}, "params": params or {}}
+        if dry_run:
+            doc["dry_run"] = True  # an approval later, from any process, stays a dry run
         # An alert's action is named by its firing: the same in every replay of a file.
         action_id = key[:32] if key is not None else uuid.uuid4().hex
         status = m.EXECUTING
@@ -131,7 +137,7 @@ class ActionService:
                 raise ActionError("retrain requests need the daemon's windows (monitor run)",
                                   "no_context")
             doc["request"] = self._retrain_request(domain, action_id, actor, doc["reason"],
-                                                   write_snapshot=status != m.DRY_RUN)
+                                                   write_snapshot=not dry_run)
         if status == m.DRY_RUN and kind in (m.ROLLBACK, m.PROMOTE):
             try:
                 doc["plan"] = self.executor.dry_plan({"domain": domain, "action": kind,
@@ -155,9 +161,12 @@ class ActionService:
         return action, True
 
     def _cooling(self, domain: str, kind: str, now: float) -> str | None:
-        pending = self.actions.list(status=m.PENDING_APPROVAL, domain=domain)
-        if any(a["action"] == kind for a in pending):
-            return f"a {kind} of {domain} already awaits approval"
+        waiting = self.actions.list(status=(m.PENDING_APPROVAL, m.EXECUTING), domain=domain)
+        for other in waiting:
+            if other["action"] == kind:
+                return (f"a {kind} of {domain} already "
+                        + ("awaits approval" if other["status"] == m.PENDING_APPROVAL
+                           else "is in progress"))
         cooldown = self.config.cooldown_seconds
         last = self.actions.last_at(domain, kind, (m.EXECUTED, m.DRY_RUN))
         if last is not None and now - last < cooldown:
@@ -174,14 +183,20 @@ class ActionService:
     # -- approvals ----------------------------------------------------------------------
     def approve(self, action_id: str, actor: str) -> dict:
         """Approve a pending action: it executes now (or dry-runs in dry-run mode)."""
-        status = m.DRY_RUN if self.dry_run else m.EXECUTING
+        dry = self.dry_run or bool(self._pending(action_id)["doc"].get("dry_run"))
+        status = m.DRY_RUN if dry else m.EXECUTING
         action = self._decide(action_id, actor, status, "approve")
         if status == m.EXECUTING:
             action = self.executor.execute(action, actor)
         return action
 
     def reject(self, action_id: str, actor: str) -> dict:
-        return self._decide(action_id, actor, m.REJECTED, "reject")
+        """Reject a pending action; a retrain's snapshot (prompts) is deleted."""
+        action = self._decide(action_id, actor, m.REJECTED, "reject")
+        snapshot = (action["doc"].get("request") or {}).get("snapshot") or {}
+        if snapshot.get("path"):
+            Path(snapshot["path"]).unlink(missing_ok=True)
+        return action
 
     def _decide(self, action_id: str, actor: str, status: str, verb: str) -> dict:
         action = self._pending(action_id)

@@ -215,11 +215,15 @@ class ActionStore:
         claimed = []
         blocked: set[str] = set()
         for row in self.outbox(action_id):
-            if row["state"] in ("published", "failed"):
+            if row["state"] == "published":
                 continue
             if row["action_id"] in blocked:
                 continue
-            blocked.add(row["action_id"])  # later messages wait for this one
+            # Later messages wait for this one; after one given up (failed), they
+            # are not sent either: a load must not follow an unload that never went.
+            blocked.add(row["action_id"])
+            if row["state"] == "failed":
+                continue
             if row["state"] != "pending" or row["next_attempt_at"] > now:
                 continue
             if row["claimed_until"] is not None and row["claimed_until"] > now:

@@ -591,3 +591,45 @@ def test_promotion_without_a_verdict_evaluates_first(tmp_path, tiny_models, caps
         assert entry["doc"]["gate"]["eval_run"] == run["id"]
     finally:
         state.close()
+
+
+def test_stale_executing_actions_are_recovered_fresh_ones_are_left(world, monkeypatch):
+    def fault(at):
+        if at == "after_registry_write":
+            raise Killed(at)
+
+    monkeypatch.setattr("monitor.actions.execute._fault", fault)
+    with pytest.raises(Killed):
+        world.service.request("legal", "rollback", actor="cli:carol", params={"to": "v1"})
+    assert world.executor.recover(older_than=120) == 0  # may be running elsewhere now
+    world.clock.t += 121
+    assert world.executor.recover(older_than=120) == 1
+    assert [a["status"] for a in world.actions.list()] == [m.EXECUTED]
+
+
+def test_a_rejected_retrain_deletes_its_snapshot(world, tmp_path):
+    snapshot = tmp_path / "snap.jsonl"
+    snapshot.write_text("{}\n")
+    world.service.retrain_context = lambda d, i, w: {
+        "statistics": {}, "lineage": None, "snapshot": {"path": str(snapshot), "records": 1}}
+    [pending] = world.service.on_alerts([alert("retrain", alertname="D", approval="required")])
+
+    world.service.reject(pending["id"], "cli:dan")
+
+    assert not snapshot.exists()
+
+
+def test_a_message_given_up_holds_back_the_later_ones(world):
+    config = world.config.model_copy(update={"actions": ActionsConfig(
+        serving_hook={"url": "http://127.0.0.1:9/", "preset": "vllm"})})
+    world.executor.config = config
+    [action] = world.service.on_alerts([alert()])
+    kafka, unload, load = world.actions.outbox(action["id"])
+    world.actions.outbox_failed(unload["id"], "given up", None)
+
+    world.publisher.publish_due()
+
+    states = [msg["state"] for msg in world.actions.outbox(action["id"])]
+    assert states == ["published", "failed", "pending"]
+    world.clock.t += 3600
+    assert world.publisher.publish_due() == 0
