@@ -177,7 +177,20 @@ def _action_service(config: Config, pipeline, path: str, apply: bool, registry_p
     registry = registry_path or config.registry.path
     if registry_path is None and not Path(registry).exists():
         registry = None
-    executor = Executor(actions, config, registry)
+    verdicts = None
+    if not apply:
+        def verdicts() -> dict:
+            """The configured store's verdicts, read only (a dry run writes nothing)."""
+            url = config.state.url
+            if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+                return {}
+            real = StateStore(url)
+            try:
+                return real.latest_verdicts()
+            finally:
+                real.close()
+
+    executor = Executor(actions, config, registry, verdicts=verdicts)
 
     def context(domain, action_id, write):
         return retrain_context(pipeline, config, str(path), domain, action_id, write)

@@ -71,13 +71,14 @@ class Executor:
     `retrain_context(domain, dry_run)` gives a retrain request's statistics,
     lineage and snapshot (the daemon reads its pipeline); `on_change(domain,
     from, to)` is told each change of an active version; `publisher` (optional)
-    is woken when messages are released."""
+    is woken when messages are released; `verdicts()` gives the latest golden-set
+    verdicts (default: the action store's state store)."""
 
     def __init__(self, actions, config: Config, registry_path: str | os.PathLike | None, *,
                  clock: Callable[[], float] = time.time,
                  retrain_context: Callable[[str, bool], dict] | None = None,
                  on_change: Callable[[str, str | None, str], None] | None = None,
-                 publisher=None):
+                 publisher=None, verdicts: Callable[[], dict] | None = None):
         self.actions = actions
         self.config = config
         self.registry_path = Path(registry_path) if registry_path else None
@@ -85,6 +86,8 @@ class Executor:
         self.retrain_context = retrain_context
         self.on_change = on_change
         self.publisher = publisher
+        # {(domain, version): latest verdict}; a replay's dry run reads the real store's.
+        self.verdicts = verdicts or actions.state.latest_verdicts
 
     # -- entry points ---------------------------------------------------------------
     def execute(self, action: dict, actor: str) -> dict:
@@ -182,7 +185,7 @@ class Executor:
         elif params.get("to"):
             to, why = params["to"], f"rollback to {params['to']}, as asked"
         else:
-            to, why = rollback_target(registry, domain, self.actions.state.latest_verdicts(),
+            to, why = rollback_target(registry, domain, self.verdicts(),
                                       self.previous_active(domain, dom.active))
         if to not in dom.versions:
             raise ActionError(f"domain {domain} has no version {to!r} (versions: "
@@ -193,7 +196,7 @@ class Executor:
         if not params.get("force"):
             if status == "bad":
                 raise ActionError(f"{domain}/{to} is marked bad; --force overrides", "bad")
-            verdict = self.actions.state.latest_verdicts().get((domain, to))
+            verdict = self.verdicts().get((domain, to))
             if action["action"] == m.ROLLBACK and verdict == "regressed":
                 raise ActionError(f"{domain}/{to}: its latest golden-set verdict is regressed; "
                                   "--force overrides", "regressed")

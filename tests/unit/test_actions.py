@@ -633,3 +633,42 @@ def test_a_message_given_up_holds_back_the_later_ones(world):
     assert states == ["published", "failed", "pending"]
     world.clock.t += 3600
     assert world.publisher.publish_due() == 0
+
+
+def test_replay_apply_executes_against_the_registry_and_the_store(world):
+    """`monitor replay --apply`: the rollback the alert asks for happens, and is
+    recorded in the configured store like the daemon's."""
+    from monitor.cli import main
+
+    (world.root / "rules").mkdir()
+    (world.root / "rules" / "r.yml").write_text("""\
+groups:
+  - name: g
+    interval: 10s
+    rules:
+      - alert: Regressed
+        expr: sum by (domain) (monitor_records_total{domain="legal"}) > 5
+        labels: {action: rollback}
+""")
+    lines = [json.dumps({"schema_version": 1, "timestamp": (1_700_000_000 + i) * 1000,
+                         "domain": "legal", "input": {"tokens": 5}}) for i in range(30)]
+    (world.root / "log.jsonl").write_text("\n".join(lines) + "\n")
+    config = world.root / "monitor.yaml"
+    config.write_text(f"state:\n  url: {world.config.state.url}\n"
+                      f"registry:\n  path: {world.registry}\nactions:\n  control_topic: null\n"
+                      "drift:\n  embeddings:\n    enabled: false\n")
+    out = world.root / "out.json"
+
+    assert main(["replay", str(world.root / "log.jsonl"), "--config", str(config),
+                 "--rules", str(world.root / "rules"), "--json-out", str(out)]) == 0
+    [dry] = json.loads(out.read_text())["actions"]
+    assert dry["status"] == "dry_run" and dry["plan"] == {"from": "v2", "to": "v1",
+                                                          "why": dry["plan"]["why"]}
+    assert active(world) == "v2" and world.actions.list() == []
+
+    assert main(["replay", str(world.root / "log.jsonl"), "--config", str(config),
+                 "--rules", str(world.root / "rules"), "--json-out", str(out), "--apply"]) == 0
+    [done] = json.loads(out.read_text())["actions"]
+    assert done["status"] == "executed" and done["result"] == {"from": "v2", "to": "v1"}
+    assert active(world) == "v1"
+    assert [a["status"] for a in world.actions.list()] == ["executed"]
