@@ -179,16 +179,9 @@ def cmd_run(args, config) -> int:
 
 def _verdicts(config) -> dict:
     """Latest verdict per (domain, version) from the state store, if there is one."""
-    from monitor.state import StateStore
+    from monitor.state.store import stored_verdicts
 
-    url = config.state.url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return {}
-    store = StateStore(url)
-    try:
-        return store.latest_verdicts()
-    finally:
-        store.close()
+    return stored_verdicts(config.state.url)
 
 
 def cmd_adapters(args, config) -> int:

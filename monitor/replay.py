@@ -171,25 +171,15 @@ def _action_service(config: Config, pipeline, path: str, apply: bool, registry_p
     from monitor.actions.service import ActionService
     from monitor.actions.store import ActionStore
     from monitor.state import StateStore
+    from monitor.state.store import stored_verdicts
 
     state = StateStore(config.state.url if apply else "sqlite://")
     actions = ActionStore(state)
     registry = registry_path or config.registry.path
     if registry_path is None and not Path(registry).exists():
         registry = None
-    verdicts = None
-    if not apply:
-        def verdicts() -> dict:
-            """The configured store's verdicts, read only (a dry run writes nothing)."""
-            url = config.state.url
-            if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-                return {}
-            real = StateStore(url)
-            try:
-                return real.latest_verdicts()
-            finally:
-                real.close()
-
+    # A dry run plans with the configured store's verdicts, read only.
+    verdicts = None if apply else (lambda: stored_verdicts(config.state.url))
     executor = Executor(actions, config, registry, verdicts=verdicts)
 
     def context(domain, action_id, write):

@@ -314,6 +314,20 @@ class StateStore:
         self.engine.dispose()
 
 
+def stored_verdicts(url: str) -> dict[tuple[str, str], str]:
+    """The latest golden-set verdict per (domain, version) of the store at `url`,
+    for readers that must not create one: {} when its SQLite file does not exist."""
+    from pathlib import Path
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return {}
+    store = StateStore(url)
+    try:
+        return store.latest_verdicts()
+    finally:
+        store.close()
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url)
