@@ -72,14 +72,16 @@ class Bucket:
         elif timestamp > self.last_time:
             self.last_time = timestamp
         if offset is not None:
-            span = self.offsets.get(partition)
-            if span is None:
+            try:
+                span = self.offsets[partition]
+            except KeyError:  # the partition's first record in this bucket
                 if partition is not None:
                     self.offsets[partition] = [offset, offset]
-            elif offset > span[1]:
-                span[1] = offset
-            elif offset < span[0]:
-                span[0] = offset
+            else:
+                if offset > span[1]:
+                    span[1] = offset
+                elif offset < span[0]:
+                    span[0] = offset
         self.count += 1
         if is_error:
             self.errors += 1
@@ -119,10 +121,8 @@ class Bucket:
             if span is None:
                 offsets[partition] = [first, last]
             else:
-                if first < span[0]:
-                    span[0] = first
-                if last > span[1]:
-                    span[1] = last
+                span[0] = min(span[0], first)
+                span[1] = max(span[1], last)
 
     def latency_sketch(self) -> DDSketch | None:
         """A DDSketch over this bucket's latencies (None without any)."""

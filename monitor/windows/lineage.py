@@ -12,7 +12,7 @@ without lineage contribute their records to the count but no offsets or times.
 >>> ws = WindowSet(bucket_seconds=60, length_seconds=300, allowed_lateness_seconds=60,
 ...                max_domains=10, clock=lambda: 0.0)
 >>> for offset, t in enumerate((1000.0, 1010.0, 1070.0)):
-...     _ = ws.add(Record(t, "legal"), (False, False, False, False), partition=2, offset=40 + offset)
+...     _ = ws.add(Record(t, "legal"), (False,) * 4, partition=2, offset=40 + offset)
 >>> lineage = window_lineage(ws, "legal", "inference-logs")
 >>> lineage["partitions"], lineage["records"], lineage["event_time"]["end"]
 ({'2': {'first_offset': 40, 'last_offset': 42}}, 3, '1970-01-01T00:17:50.000Z')

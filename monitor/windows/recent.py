@@ -25,8 +25,8 @@ import contextlib
 import os
 import tempfile
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class RecentRecords:

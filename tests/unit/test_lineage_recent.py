@@ -33,7 +33,7 @@ class Clock:
 
 
 def raw(domain: str = "legal", t: float = BASE, **fields) -> bytes:
-    doc = {"schema_version": 1, "timestamp": int(round(t * 1000)), "domain": domain,
+    doc = {"schema_version": 1, "timestamp": round(t * 1000), "domain": domain,
            "input": {"tokens": 10}}
     doc.update(fields)
     return orjson.dumps(doc)
@@ -138,7 +138,8 @@ def test_window_lineage_of_a_pipeline_fed_with_partitions_and_offsets():
     for i in range(20):  # 10 s apart, legal and support interleaved over two partitions
         partition = i % 2
         domain = "legal" if i % 4 < 2 else "support"
-        assert pipeline.process(raw(domain, BASE + i * 10), partition, 100 + offsets[partition]) is None
+        offset = 100 + offsets[partition]
+        assert pipeline.process(raw(domain, BASE + i * 10), partition, offset) is None
         offsets[partition] += 1
     # Rejected records never enter the lineage.
     assert pipeline.process(b"{bad", 0, 500) is not None
@@ -146,7 +147,8 @@ def test_window_lineage_of_a_pipeline_fed_with_partitions_and_offsets():
 
     lineage = window_lineage(pipeline.windows, "legal", TOPIC)
 
-    # legal: i = 0,1,4,5,8,9,12,13,16,17 -> partition 0 offsets 100,102,...,108; partition 1 the same
+    # legal: i = 0,1,4,5,8,9,12,13,16,17 -> partition 0 offsets 100,102,...,108;
+    # partition 1 the same
     assert lineage == {
         "topic": TOPIC,
         "partitions": {"0": {"first_offset": 100, "last_offset": 108},
@@ -302,7 +304,8 @@ def test_pipeline_keeps_recent_accepted_records_by_reference():
 
     assert pipeline.recent.capacity == 3
     assert pipeline.recent.max_domains == 1000
-    assert [(t, p, o) for t, p, o, _ in kept] == [(BASE + 2, 2, 2), (BASE + 3, 2, 3), (BASE + 4, 2, 4)]
+    assert [(t, p, o) for t, p, o, _ in kept] == [(BASE + 2, 2, 2), (BASE + 3, 2, 3),
+                                                  (BASE + 4, 2, 4)]
     assert all(r[3] is values[r[2]] for r in kept)  # the message's own bytes, not a copy
     assert pipeline.recent.records("support") == [(BASE, 1, 77, raw("support", BASE))]
 
@@ -408,7 +411,8 @@ def test_replay_passes_partition_zero_and_the_zero_based_line_number(tmp_path, m
 def test_daemon_passes_each_message_partition_and_offset(tmp_path):
     from monitor.ingest.dlq import MemoryDeadLetters
     from monitor.ingest.source import Run
-    from tests.unit.test_daemon import FakeSource, Running, make_config as daemon_config
+    from tests.unit.test_daemon import FakeSource, Running
+    from tests.unit.test_daemon import make_config as daemon_config
 
     config = daemon_config(tmp_path)
     now = time.time()
