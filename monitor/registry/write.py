@@ -36,6 +36,7 @@ from ruamel.yaml.scalarstring import ScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from monitor.errors import yaml_error_where
+from monitor.files import fsync_folder
 from monitor.registry.model import STATUSES, Registry, RegistryError, load_registry
 
 _POLL_S = 0.05
@@ -293,7 +294,7 @@ def _write(file: str, target: Path, yaml: YAML, doc, text: str, head: str) -> No
     except BaseException:
         _remove(temp)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 def _check(file: str, temp: str) -> None:
@@ -310,20 +311,6 @@ def _remove(temp: str) -> None:
         os.unlink(temp)
     except FileNotFoundError:
         pass
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable. Best effort: some file systems refuse it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- set_active, set_status ---------------------------------------------------------------

@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
+from monitor.files import fsync_folder
+
 
 class RecentRecords:
     """Per domain, the last `capacity` records, oldest first."""
@@ -115,19 +117,7 @@ def write_snapshot(path: str | os.PathLike, records: Iterable) -> int:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return count
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
