@@ -117,6 +117,28 @@ class ActiveAdapters:
 EVAL_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
+EVAL_QUEUE_STATES = ("queued", "running")
+
+
+def eval_queue_counts(store) -> dict[str, int]:
+    """{state: jobs} of the evaluation queue (`monitor_eval_jobs` rows queued or
+    running), by one `GROUP BY` count, with every state of `EVAL_QUEUE_STATES`
+    (0 when none). Called from the daemon loop with the other eval results
+    (`EvalResults.refresh`), never at scrape time."""
+    from sqlalchemy import func, select
+
+    from monitor.state import schema
+
+    table = schema.eval_jobs
+    counts = dict.fromkeys(EVAL_QUEUE_STATES, 0)
+    with store.engine.connect() as conn:
+        for state, count in conn.execute(select(table.c.state, func.count())
+                                         .where(table.c.state.in_(EVAL_QUEUE_STATES))
+                                         .group_by(table.c.state)):
+            counts[state] = int(count)
+    return counts
+
+
 class EvalResults:
     """Golden-set metrics from the evaluation runs in the state store. The daemon
     calls `refresh(store)` from its loop; scrapes only read what it published."""
@@ -126,9 +148,11 @@ class EvalResults:
         self._lock = threading.Lock()
 
     def refresh(self, store) -> None:
-        self.publish(store.eval_runs())
+        self.publish(store.eval_runs(), eval_queue_counts(store))
 
-    def publish(self, runs: list[dict]) -> None:
+    def publish(self, runs: list[dict], queue: dict[str, int] | None = None) -> None:
+        """Publish the families of `runs` (oldest first) and of `queue` ({job state:
+        count}, as `eval_queue_counts` returns; None or missing states count 0)."""
         score = GaugeMetricFamily(m.GOLDEN_SCORE, "Golden-set score of a version (nll: mean "
                                   "token NLL, lower is better; exact_match: share).",
                                   labels=["domain", "version", "metric"])
@@ -166,8 +190,12 @@ class EvalResults:
             buckets = [(repr(b), sum(1 for v in values if v <= b)) for b in EVAL_DURATION_BUCKETS]
             buckets.append(("+Inf", len(values)))
             duration.add_metric([domain], buckets, sum(values))
+        jobs = GaugeMetricFamily(m.EVAL_QUEUE_LENGTH, "Evaluation jobs queued or running "
+                                 "(rows of monitor_eval_jobs).", labels=["state"])
+        for state in EVAL_QUEUE_STATES:
+            jobs.add_metric([state], float((queue or {}).get(state, 0)))
         with self._lock:
-            self._families = [score, delta, regression, last, duration]
+            self._families = [score, delta, regression, last, duration, jobs]
 
     def collect(self):
         with self._lock:

@@ -18,6 +18,7 @@ GOLDEN_DELTA = "monitor_golden_delta"
 GOLDEN_REGRESSION = "monitor_golden_regression"
 EVAL_LAST_SUCCESS = "monitor_eval_last_success_timestamp_seconds"
 EVAL_DURATION = "monitor_eval_duration_seconds"
+EVAL_QUEUE_LENGTH = "monitor_eval_queue_length"  # label state: queued | running
 ADAPTER_ACTIVE_INFO = "monitor_adapter_active_info"
 ACTIONS_TOTAL = "monitor_actions_total"
 ALERTS = "monitor_alerts"

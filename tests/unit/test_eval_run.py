@@ -154,3 +154,50 @@ def test_runs_are_stored_and_exported_as_golden_metrics(registry, tmp_path):
                                                              ("le", "5.0")))] == 1.0
     assert ("monitor_golden_score", (("domain", "legal"), ("metric", "nll"),
                                      ("version", "v1"))) in samples
+
+
+def _samples(results) -> dict:
+    registry_ = CollectorRegistry()
+    registry_.register(results)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(generate_latest(registry_).decode())
+            for s in f.samples}
+
+
+def test_the_eval_queue_length_counts_queued_and_running_jobs(tmp_path):
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        results = EvalResults()
+        results.refresh(store)
+        empty = _samples(results)
+        first = store.enqueue_eval("legal", "v2", "alert", at=1.0)
+        assert store.enqueue_eval("legal", "v2", "again", at=2.0) == first  # reused
+        store.enqueue_eval("legal", None, "schedule", at=3.0)
+        store.enqueue_eval("medical", "v1", "alert", at=4.0)
+        claimed = store.claim_eval_job()
+        results.refresh(store)
+        busy = _samples(results)
+        store.finish_eval_job(claimed["id"], "done", None)
+        results.refresh(store)
+        after = _samples(results)
+    finally:
+        store.close()
+    # Both states are always exported, 0 when the queue is empty.
+    assert empty[("monitor_eval_queue_length", (("state", "queued"),))] == 0.0
+    assert empty[("monitor_eval_queue_length", (("state", "running"),))] == 0.0
+    assert busy[("monitor_eval_queue_length", (("state", "queued"),))] == 2.0
+    assert busy[("monitor_eval_queue_length", (("state", "running"),))] == 1.0
+    # Finished jobs (done, failed) are not in the queue.
+    assert after[("monitor_eval_queue_length", (("state", "queued"),))] == 2.0
+    assert after[("monitor_eval_queue_length", (("state", "running"),))] == 0.0
+    assert {k for k in after if k[0] == "monitor_eval_queue_length"} == {
+        ("monitor_eval_queue_length", (("state", "queued"),)),
+        ("monitor_eval_queue_length", (("state", "running"),))}
+
+
+def test_published_runs_without_a_queue_export_an_empty_queue():
+    results = EvalResults()
+    results.publish([])
+    samples = _samples(results)
+    assert samples[("monitor_eval_queue_length", (("state", "queued"),))] == 0.0
+    assert samples[("monitor_eval_queue_length", (("state", "running"),))] == 0.0
