@@ -1,0 +1,3 @@
+from monitor.demo.run import main
+
+raise SystemExit(main())
