@@ -124,7 +124,9 @@ class Pipeline:
     def set_embedder(self, embedder) -> None:
         """Turn semantic drift on; call before `restore` (sketch layouts change)."""
         if self.drift is not None:
+            versions = self.drift.versions  # the registry's active versions, read already
             self.drift = DriftTracker(self.drift.cfg, embedder)
+            self.drift.versions.update(versions)
             self._observe = self.drift.observe
 
     def _evaluate_event_time(self, timestamp: float) -> None:

@@ -109,7 +109,9 @@ def evaluate(windows: list[DomainWindow], cfg, at: float, embedder=None) -> Drif
                         benjamini_hochberg([f.stats[f.rule.test].pvalue for f in tested])))
     results, decisions = [], []
     for f in features:
-        for method, stat in f.stats.items():
+        # A score over fewer than min_samples values is noise (right after a switch of
+        # reference, say): it is not reported, and rules reading scores never see it.
+        for method, stat in f.stats.items() if f.samples >= f.rule.min_samples else ():
             if stat is not None:
                 results.append(DriftResult(f.domain, f.feature, method, float(stat.score),
                                            _float(stat.pvalue)))

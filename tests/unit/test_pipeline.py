@@ -309,3 +309,16 @@ def test_empty_pipeline_snapshot():
 
     assert snap == Snapshot()
     assert snap.accepted == 0
+
+
+def test_turning_semantic_drift_on_keeps_the_active_versions_already_read():
+    """The daemon reads the registry (tagging each domain's first reference with its
+    active version) before it loads the embedder; the new tracker must keep the tags,
+    or a later rollback to that version finds no stored reference and rebuilds one."""
+    pipeline = Pipeline(Config(), EventClock())
+    pipeline.drift.versions["legal"] = "v1"
+
+    pipeline.set_embedder(object())
+
+    assert pipeline.drift.versions == {"legal": "v1"}
+    assert pipeline._observe == pipeline.drift.observe
