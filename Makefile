@@ -8,8 +8,8 @@ PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 # Debian packages the tests start for real: promtool and Prometheus, Alertmanager.
-DEBS := prometheus prometheus-alertmanager
-DEB_BINS := /usr/bin/promtool /usr/bin/prometheus-alertmanager
+DEBS := prometheus prometheus-alertmanager chromium chromium-driver
+DEB_BINS := /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/chromium /usr/bin/chromedriver
 
 .PHONY: demo test test-unit test-integration bench venv clean debs
 

@@ -34,6 +34,7 @@ from monitor.errors import StateError
 from monitor.exporter import (ActionCounts, ActiveAdapters, EvalResults, SnapshotHolder,
                               make_registry)
 from monitor.http import MonitorHTTPServer
+from monitor.query_api import QueryAPI, domains_view
 from monitor.ingest.dlq import DeadLetterError
 from monitor.ingest.fetcher import FetcherDied, FetcherSource
 from monitor.pipeline import Pipeline
@@ -292,9 +293,12 @@ class Daemon:
         self.metrics_registry = make_registry(self.holder, self.rules, self.dispatcher,
                                               self.adapters, self.evals, self.action_counts)
         token = http.api_token.get_secret_value() if http.api_token is not None else None
-        self.http = MonitorHTTPServer(http.host, http.port, self.metrics_registry, self.ready,
-                                      reload=self.reload, alerts=self.rules.active_alerts,
-                                      token=token, actions=lambda: self.action_service)
+        self.http = MonitorHTTPServer(
+            http.host, http.port, self.metrics_registry, self.ready, reload=self.reload,
+            alerts=self.rules.active_alerts, token=token, actions=lambda: self.action_service,
+            domains=lambda: domains_view(self.adapters.registry, self.store.eval_runs(
+                status="done") if self.store is not None else ()),
+            query=QueryAPI(self.rules, clock=self.clock))
         self.http.start()
         log.info("serving /metrics on %s/metrics", self.http.url)
         return self.http

@@ -259,7 +259,7 @@ def test_ready_goes_back_to_503(server, ready):
     assert get(server, "/-/ready")[0] == 503
 
 
-@pytest.mark.parametrize("path", ["/", "/metric", "/-/nothing", "/api/v1/unknown"])
+@pytest.mark.parametrize("path", ["/index.htm", "/metric", "/-/nothing", "/api/v1/unknown"])
 def test_unknown_path_is_404(server, path):
     assert get(server, path)[0] == 404
 
