@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
-# Debian packages the tests start for real: promtool and Prometheus, Alertmanager.
+# Debian packages the tests start for real: promtool and Prometheus, Alertmanager,
+# and Chromium with its driver (the operator page's browser test). `make demo`
+# needs none of them.
 DEBS := prometheus prometheus-alertmanager chromium chromium-driver
 DEB_BINS := /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/chromium /usr/bin/chromedriver
 
@@ -16,7 +18,6 @@ DEB_BINS := /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/chromium
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@$(MAKE) --no-print-directory debs
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
@@ -46,6 +47,7 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 test-integration: $(STAMP)
+	@$(MAKE) --no-print-directory debs
 	$(PY) -m pytest -q -m integration tests/integration
 
 bench: $(STAMP)

@@ -478,7 +478,8 @@ def summary(demo: Demo, written: list[str], ok: bool) -> str:
               "  state.db                the daemon's state (offsets, windows, alerts, audit)",
               "  rules/ monitor.yaml     the rules and configuration the daemon ran with",
               "  daemon.log broker.log   logs",
-              f"  the audit log:          .venv/bin/monitor audit --config {out}/monitor.yaml"]
+              f"  who did what:           cd {out} && {Path(sys.executable).parent}/monitor audit"
+              " (or adapters list)"]
     missing = [w for w in ("drift-score.png", "golden-score.png",
                            f"drift-report-{DRIFTING}.html") if not any(p.endswith(w) for p in written)]
     if missing:

@@ -115,8 +115,8 @@ class Watcher:
             domain = labels["domain"]
             if domain not in self.referenced:
                 self.referenced.add(domain)
-                self.timeline.emit("reference", domain, "reference ready: drift is measured "
-                                   "against this domain's first records from now on")
+                self.timeline.emit("reference", domain, "reference ready (its first records):"
+                                   " drift is measured against it from now on")
 
     def _drift(self) -> None:
         scores = {(l["domain"], l["feature"], l["method"]): v
