@@ -20,7 +20,10 @@ Conventions of the output (Grafana 10/11, schemaVersion 39):
   the metrics it reads exist, which the end-to-end test checks on a real
   Prometheus (tests/dashboards.py);
 - panel ids and grid positions follow the order of the panels below, so the
-  output is stable.
+  output is stable;
+- joins with `monitor_adapter_active_info` aggregate it by (domain, version)
+  first, so that a daemon scraped twice (two `instance`s during a rolling
+  restart) does not make the join fail with duplicate series.
 """
 
 from __future__ import annotations
@@ -262,7 +265,7 @@ def golden_scores(selector: str, legend_prefix: str, width: int = 12) -> dict:
     return timeseries("Golden scores per version (active marked)", [
         target(scores, legend_prefix + "{{version}} · {{metric}}"),
         target(f"{scores} * on (domain, version) group_left () "
-               f"monitor_adapter_active_info{{{selector}}}",
+               f"max by (domain, version) (monitor_adapter_active_info{{{selector}}})",
                legend_prefix + "{{version}} · {{metric}} (active)")],
         "none", width=width, minimum=0,
         description="Latest golden-set score of each evaluated version: nll (mean token "
@@ -308,7 +311,8 @@ def overview() -> dict:
             description="The adapter version each domain serves, from the registry."),
         stat("Regressed comparisons of the active version", [target(
             "sum by (domain) (monitor_golden_regression * on (domain, version) "
-            "group_left () monitor_adapter_active_info)", "{{domain}}")], "short",
+            "group_left () max by (domain, version) (monitor_adapter_active_info))",
+            "{{domain}}")], "short",
             thresholds=steps("green", (1, "red")), width=24,
             description="Golden-set comparisons (metric × baseline) in which the version "
                         "a domain serves regressed."),

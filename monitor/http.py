@@ -122,7 +122,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = self.path.split("?", 1)[0]
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._reply(400, b"Bad Content-Length.\n")
+            return
+        if length > 1 << 20:
+            self.close_connection = True  # the rest is not read: never parse it as a request
         body = self.rfile.read(min(length, 1 << 20)) if length else b""
         if path in ("/api/v1/query", "/api/v1/query_range") and self.server.query is not None:
             # As Prometheus: a form body (what Grafana sends), the URL's parameters too.

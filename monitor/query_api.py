@@ -31,6 +31,13 @@ from typing import Callable, Iterable
 from monitor.timestamps import rfc3339
 
 MAX_POINTS = 11_000  # per series, as Prometheus' query_range
+MAX_TIME = 9_223_372_036_854.775  # seconds: int64 milliseconds, Prometheus' own limit
+# Label regexes run on Python's backtracking engine (Prometheus has RE2's linear
+# one), so the API refuses the shapes that can take exponential or high
+# polynomial time: a repetition of something that repeats or alternates, more
+# than MAX_STARS unbounded repetitions, or a very long pattern.
+MAX_STARS = 3
+MAX_REGEX_CHARS = 512
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -47,7 +54,7 @@ def parse_time(text: str | None, name: str) -> float:
         raise BadData(f'invalid parameter "{name}": cannot parse "" to a valid timestamp')
     if _NUMBER.match(text):
         value = float(text)
-        if math.isfinite(value):
+        if math.isfinite(value) and abs(value) <= MAX_TIME:
             return value
     else:
         try:
@@ -105,6 +112,59 @@ def _metric(labels: Iterable[tuple[str, str]]) -> dict[str, str]:
     return dict(labels)
 
 
+def regex_risk(pattern: str) -> str | None:
+    """Why matching `pattern` could take very long (None: it cannot).
+
+    >>> regex_risk("legal|support") is None, regex_risk("prompt_.*") is None
+    (True, True)
+    >>> regex_risk("(.*.*)*z")
+    'a repetition of something that itself repeats or alternates'
+    """
+    try:
+        from re import _parser as sre_parse  # Python 3.11+
+    except ImportError:  # pragma: no cover
+        import sre_parse
+    from re import error as re_error
+
+    if len(pattern) > MAX_REGEX_CHARS:
+        return f"longer than {MAX_REGEX_CHARS} characters"
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re_error as exc:
+        raise BadData(f'invalid parameter "query": bad regex "{pattern}": {exc}') from None
+    repeats = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT}
+    unbounded = 0
+
+    def walk(items, inside_repeat: bool) -> str | None:
+        nonlocal unbounded
+        for op, arg in items:
+            if op in repeats:
+                low, high, body = arg
+                if high is sre_parse.MAXREPEAT or high > 16:
+                    unbounded += 1
+                    if inside_repeat:
+                        return "a repetition of something that itself repeats or alternates"
+                why = walk(body, inside_repeat or high > 1)
+            elif op is sre_parse.BRANCH:
+                if inside_repeat:
+                    return "a repetition of something that itself repeats or alternates"
+                why = next((w for w in (walk(b, inside_repeat) for b in arg[1]) if w), None)
+            elif op is sre_parse.SUBPATTERN:
+                why = walk(arg[-1], inside_repeat)
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                why = walk(arg[1], inside_repeat)
+            else:
+                why = None
+            if why:
+                return why
+        return None
+
+    why = walk(parsed, False)
+    if why is None and unbounded > MAX_STARS:
+        why = f"more than {MAX_STARS} unbounded repetitions"
+    return why
+
+
 # -- queries ---------------------------------------------------------------------------------
 
 class QueryAPI:
@@ -124,9 +184,14 @@ class QueryAPI:
         if text is None or not text.strip():
             raise BadData('invalid parameter "query": empty query')
         try:
-            return compile_expr(text)
+            query = compile_expr(text)
         except PromQLError as exc:
             raise BadData(f'invalid parameter "query": {exc}') from None
+        for pattern in query.regexes:
+            why = regex_risk(pattern)
+            if why is not None:
+                raise BadData(f'invalid parameter "query": regex "{pattern}" is refused: {why}')
+        return query
 
     def _at(self, query, t_ms: int):
         with self.engine.lock:

@@ -37,6 +37,7 @@ Labels = tuple[tuple[str, str], ...]
 # A matcher: (label name, op, value) with op one of "=", "!=", "=~", "!~".
 Matcher = tuple[str, str, str]
 
+CACHE_LIMIT = 1024  # cached selections per metric name, and compiled matchers
 _STALE_BITS = 0x7FF0000000000002
 STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 
@@ -169,6 +170,12 @@ class SeriesStore:
         key = tuple(matchers)
         name = next((v for n, op, v in matchers if n == "__name__" and op == "="), None)
         cache = self._selections.setdefault(name, {})
+        # Rules ask the same few questions over and over; the query API may ask
+        # any number of different ones: keep the caches bounded.
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        if len(self._predicates) >= CACHE_LIMIT:
+            self._predicates.clear()
         found = cache.get(key)
         if found is not None:
             return found

@@ -27,6 +27,7 @@ DEMO_REFERENCE_RECORDS (1200), DEMO_WINDOW_SECONDS (60), DEMO_PORT (9464).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -44,6 +45,7 @@ from monitor.broker import LocalBroker, free_port
 from monitor.synthetic import MALFORMED, PromptPool, Shape, shaped_record
 
 TOPIC = "inference-logs"
+MARKER = ".lora-monitor-demo"  # in DEMO_OUT: the demo may empty this folder
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RULES = REPO / "rules"
 
@@ -197,7 +199,7 @@ def prepare(settings: Settings, log=print) -> Path:
         for version in versions:
             shutil.copytree(models.root / "adapters" / domain / version, adapters / domain / version)
     registry = adapters / "registry.yaml"
-    registry.write_text(REGISTRY.format(base=models.base))
+    registry.write_text(REGISTRY.format(base=json.dumps(str(models.base))))  # quoted YAML
     (out / "monitor.yaml").write_text(CONFIG.format(
         topic=TOPIC, port=settings.port, bucket=settings.bucket_seconds,
         window=settings.window_seconds, reference=settings.reference_records)
@@ -324,8 +326,14 @@ class Demo:
         from monitor.demo.timeline import Timeline, Watcher
 
         out = self.s.out
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
+        if out.exists() and any(out.iterdir()):
+            if not (out / MARKER).is_file():
+                raise DemoError(f"{out} is not empty and was not made by the demo: choose "
+                                "another DEMO_OUT (the demo empties its folder first)")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("made by `make demo` (python -m monitor.demo); emptied by "
+                                  "its next run\n")
         if self.s.port == 0 or _port_taken(self.s.port):
             self.s.port = free_port()
         self.say("building the tiny models (cached in .cache/tiny after the first run) ...")
@@ -496,7 +504,12 @@ def _outcome(tl, domain: str, action: str | None, quiet: list) -> str:
     return f"yes, at {done[0].t:.0f}s" if done else "NO"
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # unwinds through `finally: demo.close()`
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     settings = Settings.from_env()
     demo = Demo(settings)
     ok = False

@@ -97,7 +97,16 @@ class Watcher:
         self.actions: dict[str, str] = {}
         self.metrics: dict = {}
 
-    def poll(self) -> None:
+    def poll(self) -> bool:
+        """One look at the daemon; False when it did not answer in time (a busy
+        machine: the next poll sees what this one missed)."""
+        try:
+            self._poll()
+        except OSError:  # URLError and timeouts included
+            return False
+        return True
+
+    def _poll(self) -> None:
         self.metrics = scrape(self.url)
         self._references()
         self._drift()

@@ -85,6 +85,7 @@ class Query:
     """A compiled expression. `kind` is "vector" or "scalar" (or "matrix", "string")."""
 
     def __init__(self, text: str, fn: Callable[[Context], Value], kind: str, max_range_ms: int):
+        self.regexes: tuple[str, ...] = ()  # the label regexes (=~, !~) it matches with
         self.text = text
         self._fn = fn
         self.kind = kind
@@ -114,7 +115,9 @@ def compile_expr(text: str) -> Query:
         raise PromQLError(str(exc)) from None
     compiler = _Compiler()
     fn, kind = compiler.compile(node)
-    return Query(text, fn, kind, compiler.max_range_ms)
+    query = Query(text, fn, kind, compiler.max_range_ms)
+    query.regexes = tuple(compiler.regexes)
+    return query
 
 
 def _ms(delta: timedelta | None) -> int:
@@ -293,6 +296,7 @@ def _extrapolated_rate(times, values, range_start: int, range_end: int, range_ms
 class _Compiler:
     def __init__(self):
         self.max_range_ms = LOOKBACK_MS
+        self.regexes: list[str] = []
 
     def compile(self, node) -> tuple[Callable[[Context], Value], str]:
         method = getattr(self, "_" + type(node).__name__, None)
@@ -327,6 +331,8 @@ class _Compiler:
                     and m.value == vs.name:
                 continue
             matchers.append((m.name, ops[str(m.op)], m.value))
+            if matchers[-1][1] in ("=~", "!~"):
+                self.regexes.append(m.value)
         return matchers
 
     def _offset(self, vs) -> int:

@@ -91,7 +91,6 @@ def _message(driver, status: int):
 
 
 def test_the_operator_page_approves_a_pending_rollback(world, browser):  # noqa: F811
-    began = time.monotonic()
     daemon = start(world, ROLLBACK_RULE.format(extra="          approval: required\n"))
     waiter = WebDriverWait(browser, 60, poll_frequency=0.2)
 
@@ -154,4 +153,3 @@ def test_the_operator_page_approves_a_pending_rollback(world, browser):  # noqa:
                 if e["level"] == "SEVERE" and "status of 401" not in e["message"]]
     assert problems == []
     assert daemon.terminate() == 0
-    assert time.monotonic() - began < 60

@@ -321,6 +321,17 @@ def test_query_range_takes_the_engine_lock_once_a_step(server):
     ({"query": "up", "start": "0", "end": str(MAX_POINTS + 1), "step": "1"},
      ("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the "
       "query resolution (?step=XX)")),
+    # Python's regex engine backtracks: shapes that may take exponential time are refused.
+    ({"query": 'up{job=~"(a+)+b"}', "start": "0", "end": "60", "step": "15"},
+     'regex "(a+)+b" is refused: a repetition of something that itself repeats or alternates'),
+    ({"query": 'up{job!~"(ab|a)*c"}', "start": "0", "end": "60", "step": "15"},
+     'regex "(ab|a)*c" is refused'),
+    ({"query": 'up{job=~".*a.*b.*c.*d"}', "start": "0", "end": "60", "step": "15"},
+     "more than 3 unbounded repetitions"),
+    ({"query": 'up{job=~"(a"}', "start": "0", "end": "60", "step": "15"},
+     'illegal regex for (a'),
+    ({"query": "up", "start": "0", "end": "1e308", "step": "15"},
+     'invalid parameter "end": cannot parse "1e308" to a valid timestamp'),
 ])
 def test_query_range_refuses_bad_parameters_with_bad_data(server, params, message):
     status, doc = get_json(server, "/api/v1/query_range", **params)
@@ -467,3 +478,9 @@ def test_the_daemon_serves_its_registry_verdicts_and_series(tmp_path):
                                start=now - 60, end=now + 1, step="1s")
         assert status == 200 and doc["data"]["result"][0]["values"][-1][1] == "1"
         assert running.stop() == 0
+
+
+def test_ordinary_label_regexes_are_answered(server):
+    for regex in ("legal|support", "prompt_.*", ".*drift.*", "(legal|support)_v[0-9]+"):
+        status, doc = get_json(server, "/api/v1/query", query=f'up{{job=~"{regex}"}}')
+        assert status == 200, (regex, doc)
