@@ -296,8 +296,8 @@ class Daemon:
         self.http = MonitorHTTPServer(
             http.host, http.port, self.metrics_registry, self.ready, reload=self.reload,
             alerts=self.rules.active_alerts, token=token, actions=lambda: self.action_service,
-            domains=lambda: domains_view(self.adapters.registry, self.store.eval_runs(
-                status="done") if self.store is not None else ()),
+            domains=lambda: domains_view(self.adapters.registry, self.store.latest_eval_runs()
+                                         if self.store is not None else ()),
             query=QueryAPI(self.rules, clock=self.clock))
         self.http.start()
         log.info("serving /metrics on %s/metrics", self.http.url)

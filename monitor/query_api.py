@@ -280,7 +280,7 @@ def _error(status: int, kind: str, message: str) -> tuple[int, dict]:
 def domains_view(registry, runs: Iterable[dict] = ()) -> list[dict]:
     """`GET /api/v1/domains`: the registry's domains (sorted) with each version's
     status and latest finished golden-set verdict. `runs` are the state store's
-    evaluation runs, oldest first (`StateStore.eval_runs(status="done")`, the
+    finished evaluation runs, oldest first (`StateStore.latest_eval_runs()`, the
     reader behind `latest_verdicts`); the last one of a version wins.
 
     >>> from pathlib import Path

@@ -193,7 +193,8 @@ def duration(seconds: float) -> str:
 
 
 # -- Prometheus -----------------------------------------------------------------------
-def _get(prom_url: str, path: str, params: list[tuple[str, str]], timeout: float = 30.0):
+def api_get(prom_url: str, path: str, params: list[tuple[str, str]], timeout: float = 30.0):
+    """`data` of a Prometheus HTTP API answer; RuntimeError with Prometheus' reason."""
     url = prom_url.rstrip("/") + path + "?" + urllib.parse.urlencode(params)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
@@ -217,13 +218,13 @@ def label_values(prom_url: str, label: str, metric: str | None = None, *,
         params.append(("start", repr(float(start))))
     if end is not None:
         params.append(("end", repr(float(end))))
-    return sorted(_get(prom_url, f"/api/v1/label/{label}/values", params))
+    return sorted(api_get(prom_url, f"/api/v1/label/{label}/values", params))
 
 
 def query_range(prom_url: str, expr: str, start: float, end: float, step: float) -> list[dict]:
     """`GET /api/v1/query_range`: the result matrix (a list of series, each with
     `metric` and `values`); RuntimeError carries Prometheus' error."""
-    data = _get(prom_url, "/api/v1/query_range",
+    data = api_get(prom_url, "/api/v1/query_range",
                 [("query", expr), ("start", repr(float(start))), ("end", repr(float(end))),
                  ("step", repr(float(step)))])
     return data["result"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import create_engine, delete, event, select, tuple_, update
+from sqlalchemy import create_engine, delete, event, func, select, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -191,12 +191,28 @@ class StateStore:
         with self.engine.connect() as conn:
             return [{**row._asdict(), "doc": orjson.loads(row.doc)} for row in conn.execute(query)]
 
+    def latest_eval_runs(self) -> list[dict]:
+        """The latest finished evaluation of each (domain, version): its domain,
+        version, status, verdict and finished_at (no doc: cheap enough for a page
+        that refreshes every few seconds, however long the history)."""
+        table = schema.eval_runs
+        done = table.c.status == "done"
+        last = (select(table.c.domain, table.c.version,
+                       func.max(table.c.finished_at).label("finished_at"))
+                .where(done).group_by(table.c.domain, table.c.version).subquery())
+        query = (select(table.c.domain, table.c.version, table.c.status, table.c.verdict,
+                        table.c.finished_at, table.c.id)
+                 .join(last, (table.c.domain == last.c.domain)
+                       & (table.c.version == last.c.version)
+                       & (table.c.finished_at == last.c.finished_at))
+                 .where(done).order_by(table.c.finished_at, table.c.id))
+        with self.engine.connect() as conn:
+            return [row._asdict() for row in conn.execute(query)]
+
     def latest_verdicts(self) -> dict[tuple[str, str], str]:
         """{(domain, version): verdict of its latest finished evaluation}."""
-        found: dict[tuple[str, str], str] = {}
-        for run in self.eval_runs(status="done"):
-            found[(run["domain"], run["version"])] = run["verdict"]
-        return found
+        return {(run["domain"], run["version"]): run["verdict"]
+                for run in self.latest_eval_runs()}
 
     def eval_items(self, run_id: str) -> dict[str, dict[str, tuple[float, bool]]]:
         """{model: {item_id: (nll, exact_match)}} of one run."""

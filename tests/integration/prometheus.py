@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from monitor.broker import free_port
+from tests.dashboards import api_get
 
 PROMETHEUS = "/usr/bin/prometheus"
 
@@ -162,15 +163,4 @@ class Prometheus:
             raise AssertionError(f"prometheus exited ({self.process.returncode}):\n{self.log()}")
 
     def _api(self, path: str, params: list[tuple[str, str]]):
-        url = self.url + path + "?" + urllib.parse.urlencode(params)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as reply:
-                doc = json.loads(reply.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                doc = json.loads(exc.read())
-            except ValueError:
-                raise RuntimeError(f"HTTP {exc.code} from {path}") from exc
-        if doc.get("status") != "success":
-            raise RuntimeError(f"{doc.get('errorType', 'error')}: {doc.get('error', doc)}")
-        return doc["data"]
+        return api_get(self.url, path, params)

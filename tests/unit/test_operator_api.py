@@ -202,13 +202,17 @@ def test_domains_read_the_runs_of_a_state_store(tmp_path):
     state = StateStore(f"sqlite:///{tmp_path}/state.db")
     try:
         state.save_eval_run(_run("v1", "pass", NOW - 100))
-        state.save_eval_run(_run("v2", "regressed", NOW - 50))
-        rows = domains_view(registry, state.eval_runs(status="done"))
+        state.save_eval_run(_run("v2", "pass", NOW - 90))
+        state.save_eval_run(_run("v2", "regressed", NOW - 50))  # the latest of v2 wins
+        state.save_eval_run(_run("v1", None, NOW - 10, status="failed"))  # not finished
+        latest = state.latest_eval_runs()
+        rows = domains_view(registry, latest)
         # the same verdicts as `monitor adapters list`
         verdicts = state.latest_verdicts()
     finally:
         state.close()
 
+    assert [(r["version"], r["verdict"]) for r in latest] == [("v1", "pass"), ("v2", "regressed")]
     legal = {v["version"]: v["verdict"] for v in rows[0]["versions"]}
     assert legal == {"v1": "pass", "v2": "regressed", "v3": None}
     assert verdicts == {("legal", v): verdict for v, verdict in legal.items() if verdict}
